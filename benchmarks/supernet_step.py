@@ -1,0 +1,132 @@
+"""Times one DARTS search-supernet step in nasjax and, in the same run, in the PyTorch reference.
+
+The setting of the DARTS search phase (Liu et al. 2019): 16 initial channels, 8 cells, all 8 ops on all 14
+edges, batch 64, 32x32x3 inputs, 10 classes. Prints one JSON line per (implementation, mode):
+
+    python benchmarks/supernet_step.py --modes eval,weights \
+        --torch-python .venv-torch/bin/python --reference ../shared/reference/torch_darts_step.py
+
+Modes: ``eval`` (forward with running BN statistics), ``weights`` (forward, backward, clipped SGD with
+momentum and weight decay on the weights, with softmax architecture weights as in DARTS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, num_edges
+
+
+def make_step(net: Supernet, mode: str):
+  weight_opt = optax.chain(optax.clip_by_global_norm(5.0), optax.add_decayed_weights(3e-4),
+                           optax.sgd(0.025, momentum=0.9))
+
+  def loss_fn(params, batch_stats, alphas, x, y):
+    arch = {k: jax.nn.softmax(a, axis=-1) for k, a in alphas.items()}
+    logits, updates = net.apply({"params": params, "batch_stats": batch_stats}, x, arch, train=True,
+                                mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, updates["batch_stats"]
+
+  if mode == "eval":
+    def step(state, x, y):
+      del y
+      arch = {k: jax.nn.softmax(a, axis=-1) for k, a in state["alphas"].items()}
+      logits = net.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x, arch,
+                         train=False)
+      return state, logits.sum()
+  elif mode == "weights":
+    def step(state, x, y):
+      (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state["params"], state["batch_stats"], state["alphas"], x, y)
+      updates, opt_state = weight_opt.update(grads, state["opt"], state["params"])
+      params = optax.apply_updates(state["params"], updates)
+      return dict(state, params=params, batch_stats=batch_stats, opt=opt_state), loss
+  else:
+    raise SystemExit(f"unknown mode {mode!r}")
+  return jax.jit(step, donate_argnums=(0,)), weight_opt
+
+
+def run_nasjax(mode: str, args) -> dict:
+  net = Supernet(channels=args.C, layers=args.layers, num_classes=10, dw_impl=args.dw_impl)
+  key_init, key_alpha, key_x, key_xv = jax.random.split(jax.random.key(0), 4)
+  x = jax.random.normal(key_x, (args.batch, 32, 32, 3))
+  y = jnp.arange(args.batch) % 10
+  e, o = num_edges(4), len(DARTS_SUPERNET_OPS)
+  alphas = {k: 1e-3 * jax.random.normal(kk, (e, o)) for k, kk in
+            zip(("normal", "reduce"), jax.random.split(key_alpha))}
+  t0 = time.perf_counter()
+  variables = jax.jit(lambda k: net.init(k, x[:2], alphas, train=True))(key_init)
+  init_s = time.perf_counter() - t0
+  step, weight_opt = make_step(net, mode)
+  state = {"params": variables["params"], "batch_stats": variables["batch_stats"], "alphas": alphas,
+           "opt": weight_opt.init(variables["params"])}
+  t0 = time.perf_counter()
+  compiled = step.lower(state, x, y).compile()
+  compile_s = time.perf_counter() - t0
+  for _ in range(args.warmup):
+    state, out = compiled(state, x, y)
+    jax.block_until_ready(out)
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, out = compiled(state, x, y)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - t0)
+  med = statistics.median(times)
+  return {"impl": "nasjax", "mode": mode, "batch": args.batch, "C": args.C, "layers": args.layers,
+          "median_s_per_step": round(med, 4), "min_s_per_step": round(min(times), 4),
+          "compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
+          "images_per_s": round(args.batch / med, 2),
+          "params": sum(p.size for p in jax.tree.leaves(variables["params"])),
+          "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+          "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+          "dw_impl": args.dw_impl, "jax_version": jax.__version__}
+
+
+def run_reference(mode: str, args) -> dict:
+  cmd = [args.torch_python, args.reference, "--mode", mode, "--batch", str(args.batch), "--C", str(args.C),
+         "--layers", str(args.layers), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+  if args.threads:
+    cmd += ["--threads", str(args.threads)]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--modes", default="eval,weights")
+  ap.add_argument("--batch", type=int, default=64)
+  ap.add_argument("--C", type=int, default=16)
+  ap.add_argument("--layers", type=int, default=8)
+  ap.add_argument("--steps", type=int, default=5)
+  ap.add_argument("--warmup", type=int, default=2)
+  ap.add_argument("--dw-impl", default="auto")
+  ap.add_argument("--torch-python", default=None, help="python with torch, to run the reference too")
+  ap.add_argument("--reference", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                                                      "reference", "torch_darts_step.py"))
+  ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+  args = ap.parse_args(argv)
+  for mode in args.modes.split(","):
+    ours = run_nasjax(mode, args)
+    print(json.dumps(ours), flush=True)
+    if args.torch_python:
+      ref = run_reference(mode, args)
+      print(json.dumps(ref), flush=True)
+      print(json.dumps({"mode": mode, "speedup_vs_reference":
+                        round(ref["median_s_per_step"] / ours["median_s_per_step"], 3)}), flush=True)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

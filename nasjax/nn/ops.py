@@ -1,0 +1,271 @@
+"""Candidate operations of cell search spaces, one registry entry per op.
+
+The op set is the union of DARTS (Liu et al. 2019, "DARTS: Differentiable Architecture Search"), NASNet
+(Zoph et al. 2018, "Learning Transferable Architectures for Scalable Image Recognition"), ENAS (Pham et al.
+2018) and NAS-Bench-201 (Dong & Yang 2020). Each op is a Flax module built by a factory from an
+:class:`OpConfig`; a new op is one ``@register_op`` entry.
+
+Depthwise convolutions are the hot spot of these search spaces. XLA:CPU runs a grouped convolution
+(``feature_group_count=C``) 4-10x slower than either a dense convolution with a block-diagonal kernel (few
+channels) or a sum of shifted slices (more channels), while GPUs run the grouped form best. The
+``dw_impl`` field picks the formulation; ``"auto"`` decides per backend and channel count from the
+measurements in ``benchmarks/depthwise.py``. All three compute the same function with the same parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from nasjax.errors import NasjaxError
+
+DEPTHWISE_IMPLS = ("auto", "grouped", "dense", "shift")
+# PyTorch's BatchNorm momentum 0.1 is Flax's 0.9 (Flax weights the old running value).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class OpConfig:
+  """Static description of one op slot: every factory receives it."""
+  channels: int
+  stride: int = 1
+  affine: bool = True
+  dw_impl: str = "auto"
+
+
+OpFactory = Callable[[OpConfig], nn.Module]
+OPS: dict[str, OpFactory] = {}
+
+
+def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
+  """Adds a factory ``OpConfig -> nn.Module`` to :data:`OPS` under ``name``."""
+  def decorator(factory: OpFactory) -> OpFactory:
+    if name in OPS:
+      raise ValueError(f"The op {name!r} is already registered.")
+    OPS[name] = factory
+    return factory
+  return decorator
+
+
+def make_op(name: str, config: OpConfig) -> nn.Module:
+  if name not in OPS:
+    raise NasjaxError(f"unknown op {name!r}; registered ops: {', '.join(sorted(OPS))}")
+  return OPS[name](config)
+
+
+def resolve_dw_impl(impl: str, channels: int, backend: str | None = None) -> str:
+  """Picks the depthwise formulation XLA runs fastest on ``backend`` (see module docstring)."""
+  if impl not in DEPTHWISE_IMPLS:
+    raise NasjaxError(f"unknown depthwise implementation {impl!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}")
+  if impl != "auto":
+    return impl
+  if (backend or jax.default_backend()) != "cpu":
+    return "grouped"
+  return "dense" if channels <= 16 else "shift"
+
+
+def _pad_pairs(kernel: Sequence[int], dilation: int) -> tuple[tuple[int, int], ...]:
+  # Symmetric "same" padding as in the papers' PyTorch code (k // 2 * dilation), also for stride 2,
+  # where XLA's "SAME" would pad asymmetrically.
+  return tuple((dilation * (k - 1) // 2,) * 2 for k in kernel)
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, impl: str) -> jax.Array:
+  """Depthwise 2-D convolution of NHWC ``x`` with an HWIO kernel of shape (kh, kw, 1, C)."""
+  kh, kw, _, channels = kernel.shape
+  pads = _pad_pairs((kh, kw), dilation)
+  if impl == "shift":
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    out_h = (xp.shape[1] - dilation * (kh - 1) - 1) // stride + 1
+    out_w = (xp.shape[2] - dilation * (kw - 1) - 1) // stride + 1
+    out = None
+    for i in range(kh):
+      for j in range(kw):
+        window = lax.slice(
+            xp, (0, i * dilation, j * dilation, 0),
+            (xp.shape[0], i * dilation + (out_h - 1) * stride + 1, j * dilation + (out_w - 1) * stride + 1,
+             channels), (1, stride, stride, 1))
+        term = window * kernel[i, j, 0]
+        out = term if out is None else out + term
+    return out
+  if impl == "dense":
+    # Block-diagonal dense kernel: C times the FLOPs, but XLA:CPU's dense convolution is far faster
+    # than its grouped one at the small channel counts of search supernets.
+    kernel = kernel[:, :, 0, :, None] * jnp.eye(channels, dtype=kernel.dtype)
+    groups = 1
+  elif impl == "grouped":
+    groups = channels
+  else:
+    raise NasjaxError(f"unknown depthwise implementation {impl!r}; accepted: grouped, dense, shift")
+  return lax.conv_general_dilated(
+      x, kernel, (stride, stride), pads, rhs_dilation=(dilation, dilation),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                      use_scale=affine, use_bias=affine, name=name)
+
+
+class DepthwiseConv(nn.Module):
+  kernel_size: int
+  stride: int = 1
+  dilation: int = 1
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=-1),
+                        (self.kernel_size, self.kernel_size, 1, channels))
+    return depthwise_conv(x, kernel, self.stride, self.dilation, resolve_dw_impl(self.impl, channels))
+
+
+def conv(features: int, kernel: Sequence[int], stride: Sequence[int] | int = 1, dilation: int = 1,
+         name: str | None = None) -> nn.Conv:
+  strides = (stride, stride) if isinstance(stride, int) else tuple(stride)
+  return nn.Conv(features, tuple(kernel), strides, padding=_pad_pairs(kernel, dilation),
+                 kernel_dilation=(dilation, dilation), use_bias=False, name=name)
+
+
+class Zero(nn.Module):
+  """The ``none`` op: a zero tensor of the output shape (kept so mixed edges can learn to drop an edge)."""
+  stride: int = 1
+
+  def __call__(self, x, train: bool = False):
+    del train
+    return jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+
+
+class Identity(nn.Module):
+  def __call__(self, x, train: bool = False):
+    del train
+    return x
+
+
+class FactorizedReduce(nn.Module):
+  """Halves the resolution with two offset stride-2 1x1 convolutions, each giving half the channels."""
+  features: int
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.features % 2:
+      raise NasjaxError(f"FactorizedReduce needs an even channel count, got {self.features}")
+    x = nn.relu(x)
+    # Pad after the one-pixel shift so both paths agree in size for odd resolutions too.
+    shifted = jnp.pad(x[:, 1:, 1:, :], ((0, 0), (0, 1), (0, 1), (0, 0)))
+    a = conv(self.features // 2, (1, 1), 2)(x)
+    b = conv(self.features // 2, (1, 1), 2)(shifted)
+    return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
+
+
+class ReLUConvBN(nn.Module):
+  features: int
+  kernel: tuple[int, int] = (1, 1)
+  stride: int = 1
+  dilation: int = 1
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = conv(self.features, self.kernel, self.stride, self.dilation)(nn.relu(x))
+    return batch_norm(train, self.affine)(x)
+
+
+class DilConv(nn.Module):
+  """ReLU, depthwise (possibly dilated) conv, pointwise conv, BN: DARTS' ``dil_conv``."""
+  features: int
+  kernel_size: int
+  stride: int = 1
+  dilation: int = 1
+  affine: bool = True
+  dw_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, self.dw_impl)(nn.relu(x))
+    x = conv(self.features, (1, 1))(x)
+    return batch_norm(train, self.affine)(x)
+
+
+class SepConv(nn.Module):
+  """Two stacked depthwise-separable blocks, the first carrying the stride (DARTS, NASNet)."""
+  features: int
+  kernel_size: int
+  stride: int = 1
+  affine: bool = True
+  dw_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine, self.dw_impl)(x, train)
+    return DilConv(self.features, self.kernel_size, 1, 1, self.affine, self.dw_impl)(x, train)
+
+
+class Pool(nn.Module):
+  kind: str
+  window: int
+  stride: int = 1
+
+  def __call__(self, x, train: bool = False):
+    del train
+    pad = ((self.window // 2,) * 2,) * 2
+    shape, strides = (self.window, self.window), (self.stride, self.stride)
+    if self.kind == "max":
+      return nn.max_pool(x, shape, strides, pad)
+    # count_include_pad=False, as in the papers' code: border averages are over real pixels only.
+    return nn.avg_pool(x, shape, strides, pad, count_include_pad=False)
+
+
+class FactorizedConv(nn.Module):
+  """NASNet's 1xk-then-kx1 convolution (stride split over the two factors)."""
+  features: int
+  kernel_size: int
+  stride: int = 1
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(x)
+    x = conv(self.features, (1, self.kernel_size), (1, self.stride))(x)
+    x = conv(self.features, (self.kernel_size, 1), (self.stride, 1))(x)
+    return batch_norm(train, self.affine)(x)
+
+
+@register_op("none")
+def _none(c: OpConfig) -> nn.Module:
+  return Zero(c.stride)
+
+
+@register_op("skip_connect")
+def _skip(c: OpConfig) -> nn.Module:
+  return Identity() if c.stride == 1 else FactorizedReduce(c.channels, c.affine)
+
+
+for _k in (3, 5, 7):
+  register_op(f"max_pool_{_k}x{_k}")(lambda c, k=_k: Pool("max", k, c.stride))
+register_op("avg_pool_3x3")(lambda c: Pool("avg", 3, c.stride))
+for _k in (3, 5, 7):
+  register_op(f"sep_conv_{_k}x{_k}")(lambda c, k=_k: SepConv(c.channels, k, c.stride, c.affine, c.dw_impl))
+for _k in (3, 5):
+  register_op(f"dil_conv_{_k}x{_k}")(lambda c, k=_k: DilConv(c.channels, k, c.stride, 2, c.affine, c.dw_impl))
+for _k in (1, 3, 5):
+  # NASNet / ENAS-macro plain convolutions, and NAS-Bench-201's nor_conv (ReLU-Conv-BN).
+  register_op(f"conv_{_k}x{_k}")(lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine))
+for _k in (1, 3):
+  register_op(f"nor_conv_{_k}x{_k}")(lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine))
+register_op("conv_3x1_1x3")(lambda c: FactorizedConv(c.channels, 3, c.stride, c.affine))
+register_op("conv_7x1_1x7")(lambda c: FactorizedConv(c.channels, 7, c.stride, c.affine))
+del _k
+
+
+def is_parameter_free(name: str) -> bool:
+  """Ops that drop-path leaves alone and that mixed edges follow with a BN (pools, identity, none)."""
+  return name in ("none", "skip_connect") or "pool" in name
