@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from nasjax.errors import NasjaxError
@@ -70,6 +71,10 @@ def resolve_dw_impl(impl: str, channels: int, backend: str | None = None) -> str
   return "dense" if channels <= 16 else "shift"
 
 
+def resolve_pool_impl(backend: str | None = None) -> str:
+  return "shift" if (backend or jax.default_backend()) == "cpu" else "window"
+
+
 def _pad_pairs(kernel: Sequence[int], dilation: int) -> tuple[tuple[int, int], ...]:
   # Symmetric "same" padding as in the papers' PyTorch code (k // 2 * dilation), also for stride 2,
   # where XLA's "SAME" would pad asymmetrically.
@@ -81,18 +86,13 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
   kh, kw, _, channels = kernel.shape
   pads = _pad_pairs((kh, kw), dilation)
   if impl == "shift":
+    if kh != kw:
+      raise NasjaxError(f"shift depthwise convolution needs a square kernel, got {kh}x{kw}")
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    out_h = (xp.shape[1] - dilation * (kh - 1) - 1) // stride + 1
-    out_w = (xp.shape[2] - dilation * (kw - 1) - 1) // stride + 1
     out = None
-    for i in range(kh):
-      for j in range(kw):
-        window = lax.slice(
-            xp, (0, i * dilation, j * dilation, 0),
-            (xp.shape[0], i * dilation + (out_h - 1) * stride + 1, j * dilation + (out_w - 1) * stride + 1,
-             channels), (1, stride, stride, 1))
-        term = window * kernel[i, j, 0]
-        out = term if out is None else out + term
+    for i, j, view in _shifted_windows(xp, kh, stride, dilation):
+      term = view * kernel[i, j, 0]
+      out = term if out is None else out + term
     return out
   if impl == "dense":
     # Block-diagonal dense kernel: C times the FLOPs, but XLA:CPU's dense convolution is far faster
@@ -106,6 +106,50 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
   return lax.conv_general_dilated(
       x, kernel, (stride, stride), pads, rhs_dilation=(dilation, dilation),
       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def _shifted_windows(x: jax.Array, window: int, stride: int, dilation: int = 1):
+  """Yields the k*k strided views of an already padded NHWC tensor that a window op combines."""
+  out_h = (x.shape[1] - dilation * (window - 1) - 1) // stride + 1
+  out_w = (x.shape[2] - dilation * (window - 1) - 1) // stride + 1
+  for i in range(window):
+    for j in range(window):
+      yield i, j, lax.slice(
+          x, (0, i * dilation, j * dilation, 0),
+          (x.shape[0], i * dilation + (out_h - 1) * stride + 1, j * dilation + (out_w - 1) * stride + 1,
+           x.shape[3]), (1, stride, stride, 1))
+
+
+def pool(x: jax.Array, kind: str, window: int, stride: int, impl: str) -> jax.Array:
+  """Max or average pooling with "same" padding; averages count real pixels only (count_include_pad=False).
+
+  ``impl="shift"`` combines shifted slices elementwise: XLA:CPU runs the gradient of ``reduce_window``
+  max pooling (select-and-scatter) about 10x slower than this.
+  """
+  p = window // 2
+  if impl != "shift":
+    pad = ((p, p), (p, p))
+    if kind == "max":
+      return nn.max_pool(x, (window, window), (stride, stride), pad)
+    return nn.avg_pool(x, (window, window), (stride, stride), pad, count_include_pad=False)
+  fill = -jnp.inf if kind == "max" else 0.0
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=fill)
+  out = None
+  for _, _, view in _shifted_windows(xp, window, stride):
+    out = view if out is None else (jnp.maximum(out, view) if kind == "max" else out + view)
+  if kind == "max":
+    return out
+  ones = np.pad(np.ones(x.shape[1:3], np.float32), p)
+  counts = sum(v for _, _, v in _shifted_windows_np(ones, window, stride))
+  return out / jnp.asarray(counts, x.dtype)[None, :, :, None]
+
+
+def _shifted_windows_np(plane: np.ndarray, window: int, stride: int):
+  out_h = (plane.shape[0] - window) // stride + 1
+  out_w = (plane.shape[1] - window) // stride + 1
+  for i in range(window):
+    for j in range(window):
+      yield i, j, plane[i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride]
 
 
 def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
@@ -125,6 +169,19 @@ class DepthwiseConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=-1),
                         (self.kernel_size, self.kernel_size, 1, channels))
     return depthwise_conv(x, kernel, self.stride, self.dilation, resolve_dw_impl(self.impl, channels))
+
+
+class Pointwise(nn.Module):
+  """1x1 convolution as a matrix product, so a vmap over edges becomes one batched matmul."""
+  features: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+    if self.stride > 1:
+      x = x[:, ::self.stride, ::self.stride, :]
+    return jnp.einsum("bhwc,cd->bhwd", x, kernel)
 
 
 def conv(features: int, kernel: Sequence[int], stride: Sequence[int] | int = 1, dilation: int = 1,
@@ -161,8 +218,8 @@ class FactorizedReduce(nn.Module):
     x = nn.relu(x)
     # Pad after the one-pixel shift so both paths agree in size for odd resolutions too.
     shifted = jnp.pad(x[:, 1:, 1:, :], ((0, 0), (0, 1), (0, 1), (0, 0)))
-    a = conv(self.features // 2, (1, 1), 2)(x)
-    b = conv(self.features // 2, (1, 1), 2)(shifted)
+    a = Pointwise(self.features // 2, 2)(x)
+    b = Pointwise(self.features // 2, 2)(shifted)
     return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
 
 
@@ -175,7 +232,10 @@ class ReLUConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = conv(self.features, self.kernel, self.stride, self.dilation)(nn.relu(x))
+    if tuple(self.kernel) == (1, 1) and self.dilation == 1:
+      x = Pointwise(self.features, self.stride)(nn.relu(x))
+    else:
+      x = conv(self.features, self.kernel, self.stride, self.dilation)(nn.relu(x))
     return batch_norm(train, self.affine)(x)
 
 
@@ -191,7 +251,7 @@ class DilConv(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, self.dw_impl)(nn.relu(x))
-    x = conv(self.features, (1, 1))(x)
+    x = Pointwise(self.features)(x)
     return batch_norm(train, self.affine)(x)
 
 
@@ -214,14 +274,12 @@ class Pool(nn.Module):
   window: int
   stride: int = 1
 
+  impl: str = "auto"
+
   def __call__(self, x, train: bool = False):
     del train
-    pad = ((self.window // 2,) * 2,) * 2
-    shape, strides = (self.window, self.window), (self.stride, self.stride)
-    if self.kind == "max":
-      return nn.max_pool(x, shape, strides, pad)
-    # count_include_pad=False, as in the papers' code: border averages are over real pixels only.
-    return nn.avg_pool(x, shape, strides, pad, count_include_pad=False)
+    impl = resolve_pool_impl() if self.impl == "auto" else self.impl
+    return pool(x, self.kind, self.window, self.stride, impl)
 
 
 class FactorizedConv(nn.Module):

@@ -1,0 +1,1 @@
+"""Checkpointing and logging shared by training and search."""

@@ -1,0 +1,67 @@
+"""Orbax checkpoints of a whole training or search state, with an identity that a resume must match.
+
+A checkpoint stores the state pytree (arrays only: params, BatchNorm statistics, optimizer state, step,
+raw PRNG key data, ...) and a JSON record (epoch, history, identity). ``restore_latest`` refuses a
+checkpoint whose identity (config, architecture, data) differs from the run asking for it, and turns any
+unreadable checkpoint into one clear :class:`NasjaxError` instead of an Orbax traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from nasjax.errors import NasjaxError
+
+
+def _canonical(obj: Any) -> Any:
+  return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+class Manager:
+  def __init__(self, directory: str, keep: int = 2):
+    self.directory = directory
+    os.makedirs(directory, exist_ok=True)
+    self._manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def save(self, step: int, state: Any, meta: dict) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(_canonical(meta))))
+    self._manager.wait_until_finished()
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def restore_latest(self, template: Any, identity: dict) -> tuple[Any, dict] | None:
+    """Restores the newest checkpoint into ``template``'s structure, or returns None when there is none."""
+    step = self._manager.latest_step()
+    if step is None:
+      return None
+    where = os.path.join(self.directory, str(step))
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # Orbax raises many types for damaged files.
+      raise NasjaxError(f"checkpoint {where} is unreadable ({type(e).__name__}: {str(e)[:200]}); move it "
+                        "away to start over, or point --out at another directory") from None
+    stored = meta.get("identity", {})
+    wanted = _canonical(identity)
+    if stored != wanted:
+      diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+      raise NasjaxError(f"checkpoint {where} belongs to another run (differs in: {', '.join(diff)}); "
+                        "resume with the same settings, or use another --out directory")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))["state"]
+    except Exception as e:
+      raise NasjaxError(f"checkpoint {where} does not match this model or is damaged "
+                        f"({type(e).__name__}: {str(e)[:200]})") from None
+    return restored, meta
+
+  def close(self) -> None:
+    self._manager.close()

@@ -1,0 +1,175 @@
+"""Op registry, the supernet and discrete networks (tiny sizes so CI stays fast)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasjax import NasjaxError
+from nasjax.nn import ops
+from nasjax.nn.count import count_macs, count_params
+from nasjax.nn.network import Network
+from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet
+from nasjax.spaces import darts_space, get_genotype
+
+E, O = 14, len(DARTS_SUPERNET_OPS)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("k", [3, 5])
+def test_depthwise_formulations_agree(k, dilation, stride):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 6))
+  w = jax.random.normal(jax.random.key(1), (k, k, 1, 6))
+  ref = ops.depthwise_conv(x, w, stride, dilation, "grouped")
+  for impl in ("dense", "shift"):
+    np.testing.assert_allclose(ops.depthwise_conv(x, w, stride, dilation, impl), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("window", [3, 5])
+def test_pool_formulations_agree(kind, stride, window):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+  np.testing.assert_allclose(ops.pool(x, kind, window, stride, "shift"),
+                             ops.pool(x, kind, window, stride, "window"), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ops.OPS))
+@pytest.mark.parametrize("stride", [1, 2])
+def test_every_registered_op_keeps_channels_and_strides(name, stride):
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  module = ops.make_op(name, ops.OpConfig(4, stride, affine=True))
+  variables = module.init(jax.random.key(1), x, False)
+  y = module.apply(variables, x, False)
+  assert y.shape == (2, 8 // stride, 8 // stride, 4)
+
+
+def test_unknown_op_is_a_clear_error():
+  with pytest.raises(NasjaxError, match="unknown op 'sep_conv_9x9'"):
+    ops.make_op("sep_conv_9x9", ops.OpConfig(4))
+
+
+def test_duplicate_registration_is_refused():
+  with pytest.raises(ValueError, match="already registered"):
+    ops.register_op("skip_connect")(lambda c: None)
+
+
+@pytest.fixture(scope="module")
+def tiny_supernet():
+  net = Supernet(channels=4, layers=3, num_classes=5)
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 3))
+  w = {k: jax.nn.softmax(jnp.zeros((E, O))) for k in ("normal", "reduce")}
+  variables = jax.jit(lambda k: net.init(k, x, w, train=True))(jax.random.key(1))
+  return net, x, variables
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_one_hot_relaxed_equals_discrete(tiny_supernet, train):
+  net, x, variables = tiny_supernet
+  arch = jnp.stack(darts_space().edge_ops(darts_space().sample(jax.random.key(3))))
+  one_hot = {"normal": jax.nn.one_hot(arch[0], O), "reduce": jax.nn.one_hot(arch[1], O)}
+
+  @jax.jit
+  def run(a):
+    if train:
+      return net.apply(variables, x, a, train=True, mutable=["batch_stats"])[0]
+    return net.apply(variables, x, a, train=False)
+
+  np.testing.assert_allclose(run(one_hot), run(arch), rtol=1e-5, atol=1e-5)
+
+
+def test_hard_mode_equals_discrete_at_one_hot(tiny_supernet):
+  net, x, variables = tiny_supernet
+  arch = darts_space().edge_ops(darts_space().sample(jax.random.key(4)))
+  one_hot = {"normal": jax.nn.one_hot(arch[0], O), "reduce": jax.nn.one_hot(arch[1], O)}
+  hard = net.apply(variables, x, one_hot, train=False, hard=True)
+  np.testing.assert_allclose(hard, net.apply(variables, x, arch, train=False), rtol=1e-6, atol=1e-6)
+
+
+def test_discrete_architectures_do_not_recompile(tiny_supernet):
+  net, x, variables = tiny_supernet
+  space = darts_space()
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def forward(arch):
+    return net.apply(variables, x, space.edge_ops(arch), train=False)
+
+  for i in range(3):
+    forward(space.sample(jax.random.key(10 + i)))
+  chex.clear_trace_counter()
+
+
+def test_partial_channels_shapes():
+  net = Supernet(channels=8, layers=3, num_classes=3, partial_channels=4)
+  x = jnp.ones((2, 8, 8, 3))
+  w = {k: jax.nn.softmax(jnp.zeros((E, O))) for k in ("normal", "reduce")}
+  variables = jax.jit(lambda k: net.init(k, x, w, train=True))(jax.random.key(0))
+  assert net.apply(variables, x, w).shape == (2, 3)
+  # Every edge's ops see C/K channels: the first pointwise kernel of a 3x3 sep conv is 2x2 in cell 0.
+  edges = variables["params"]["cell_0"]["from_0"]["edges"]
+  kernel = edges["candidates_4"]["Candidate_0"]["SepConv_0"]["DilConv_0"]["Pointwise_0"]["kernel"] \
+      if "Candidate_0" in edges["candidates_4"] else None
+  leaves = jax.tree.leaves(edges["candidates_4"])
+  assert all(leaf.shape[-1] == 2 for leaf in leaves if leaf.ndim >= 2), jax.tree.map(jnp.shape, leaves)
+  del kernel
+
+
+def test_bad_architecture_shapes_are_clear_errors(tiny_supernet):
+  net, x, variables = tiny_supernet
+  with pytest.raises(NasjaxError, match="expects"):
+    net.apply(variables, x, {"normal": jnp.zeros((E, 5)), "reduce": jnp.zeros((E, 5))})
+  with pytest.raises(NasjaxError, match="lacks"):
+    net.apply(variables, x, {"normal": jnp.zeros((E, O))})
+
+
+# Paper counts (auxiliary head excluded): DARTS_V2 3.3M in the DARTS paper (3,349,342 printed by its
+# code), AmoebaNet-A 3.2M in the DARTS paper's table; the rest pin our own figures as regressions.
+@pytest.mark.parametrize("name,expected", [("DARTS_V2", 3_349_342), ("DARTS_V1", 3_169_414),
+                                           ("AmoebaNet", 3_145_078), ("NASNet", 3_830_950),
+                                           ("ENAS", 4_394_710)])
+def test_parameter_counts_of_shipped_genotypes(name, expected):
+  net = Network(get_genotype(name), channels=36, layers=20, num_classes=10, auxiliary=True)
+  x = jnp.zeros((1, 32, 32, 3))
+  shapes = jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, x), jax.random.key(0))
+  assert count_params(shapes["params"]) == expected
+  assert count_params(shapes["params"], exclude=()) > expected  # the auxiliary head exists
+
+
+def test_darts_v2_parameter_count_matches_paper():
+  net = Network(get_genotype("DARTS_V2"), channels=36, layers=20, num_classes=10, auxiliary=True)
+  shapes = jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, jnp.zeros((1, 32, 32, 3))),
+                          jax.random.key(0))
+  assert round(count_params(shapes["params"]) / 1e6, 1) == 3.3
+
+
+def test_macs_of_a_single_convolution():
+  import flax.linen as nn
+  conv = nn.Conv(8, (3, 3), use_bias=False)
+  x = jnp.zeros((1, 10, 10, 4))
+  v = conv.init(jax.random.key(0), x)
+  assert count_macs(conv.apply, v, x) == 10 * 10 * 8 * 3 * 3 * 4
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_network_forward_with_aux_and_drop_path(scan):
+  net = Network(get_genotype("DARTS_V2"), channels=4, layers=6, num_classes=7, auxiliary=True,
+                scan_cells=scan)
+  x = jnp.ones((2, 16, 16, 3))
+  v = net.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
+  (logits, aux), _ = net.apply(v, x, train=True, drop_path_prob=0.2, rngs={"dropout": jax.random.key(2)},
+                               mutable=["batch_stats"])
+  assert logits.shape == (2, 7) and aux.shape == (2, 7)
+  assert np.all(np.isfinite(logits))
+
+
+def test_scanned_and_unrolled_networks_have_the_same_size():
+  sizes = []
+  for scan in (False, True):
+    net = Network(get_genotype("DARTS_V2"), channels=4, layers=9, num_classes=3, scan_cells=scan)
+    shapes = jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, jnp.zeros((1, 16, 16, 3))),
+                            jax.random.key(0))
+    sizes.append(count_params(shapes["params"]))
+  assert sizes[0] == sizes[1]
