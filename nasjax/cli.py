@@ -284,8 +284,20 @@ def build_parser() -> argparse.ArgumentParser:
   return ap
 
 
+def _enable_compilation_cache() -> None:
+  """Keeps compiled programs on disk, so a rerun (a resume, the same search) skips XLA compilation."""
+  if os.environ.get("NASJAX_NO_COMPILATION_CACHE"):
+    return
+  import jax
+  if jax.config.jax_compilation_cache_dir is None:
+    path = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nasjax", "xla")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+
+
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  _enable_compilation_cache()
   command = args.command or "search"
   if args.command is None:
     args = build_parser().parse_args(["search"] + list(argv or []))

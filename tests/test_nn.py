@@ -190,3 +190,22 @@ def test_scanned_and_unrolled_networks_have_the_same_size():
                             jax.random.key(0))
     sizes.append(count_params(shapes["params"]))
   assert sizes[0] == sizes[1]
+
+
+def test_darts_v2_imagenet_network_matches_paper():
+  # DARTS' ImageNet setting (mobile): 48 channels, 14 cells, 224x224 inputs; the paper reports 4.7M params.
+  net = Network(get_genotype("DARTS_V2"), channels=48, layers=14, num_classes=1000, stem="imagenet",
+                scan_cells=False)
+  shapes = jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, jnp.zeros((1, 224, 224, 3))),
+                          jax.random.key(0))
+  assert count_params(shapes["params"]) == 4_718_752
+
+
+def test_unknown_stem_and_op_in_genotype_are_clear_errors():
+  from nasjax.spaces import Genotype
+  with pytest.raises(NasjaxError, match="unknown stem"):
+    Network(get_genotype("DARTS_V2"), 4, 3, stem="resnet").init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  g = Genotype(normal=(("conv_9x9", 0), ("skip_connect", 1)), normal_concat=(2,),
+               reduce=(("skip_connect", 0), ("skip_connect", 1)), reduce_concat=(2,))
+  with pytest.raises(NasjaxError, match="conv_9x9"):
+    Network(g, 4, 3).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))

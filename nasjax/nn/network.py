@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.ops import FactorizedReduce, OpConfig, ReLUConvBN, batch_norm, conv, make_op, OPS
+from nasjax.nn.ops import OPS, OpConfig, batch_norm, conv, make_op, preprocess_cell_inputs
 from nasjax.nn.supernet import reduction_layers
 
 AUX_NAME = "auxiliary_head"
@@ -54,11 +54,7 @@ class Cell(nn.Module):
   @nn.compact
   def __call__(self, s0, s1, train: bool = False, drop_prob: Any = 0.0):
     c = self.channels
-    if self.reduction_prev:
-      s0 = FactorizedReduce(c, self.affine, name="preprocess0")(s0, train)
-    else:
-      s0 = ReLUConvBN(c, affine=self.affine, name="preprocess0")(s0, train)
-    s1 = ReLUConvBN(c, affine=self.affine, name="preprocess1")(s1, train)
+    s0, s1 = preprocess_cell_inputs(s0, s1, c, self.reduction_prev, self.affine, train)
     states = [s0, s1]
     for k, pair in enumerate(self.nodes):
       total = None

@@ -239,6 +239,18 @@ class ReLUConvBN(nn.Module):
     return batch_norm(train, self.affine)(x)
 
 
+def preprocess_cell_inputs(s0, s1, channels: int, reduction_prev: bool, affine: bool, train: bool):
+  """Brings a cell's two inputs to ``channels`` (and s0 to s1's resolution after a reduction cell).
+
+  Call from a compact method: the modules become children of the calling cell.
+  """
+  if reduction_prev:
+    s0 = FactorizedReduce(channels, affine, name="preprocess0")(s0, train)
+  else:
+    s0 = ReLUConvBN(channels, affine=affine, name="preprocess0")(s0, train)
+  return s0, ReLUConvBN(channels, affine=affine, name="preprocess1")(s1, train)
+
+
 class DilConv(nn.Module):
   """ReLU, depthwise (possibly dilated) conv, pointwise conv, BN: DARTS' ``dil_conv``."""
   features: int

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.ops import FactorizedReduce, OpConfig, ReLUConvBN, batch_norm, conv, make_op
+from nasjax.nn.ops import OpConfig, batch_norm, conv, make_op, preprocess_cell_inputs
 
 DARTS_SUPERNET_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
                       "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -189,11 +189,7 @@ class SearchCell(nn.Module):
   @nn.compact
   def __call__(self, s0, s1, weights, mode: str, train: bool):
     c = self.channels
-    if self.reduction_prev:
-      s0 = FactorizedReduce(c, self.affine, name="preprocess0")(s0, train)
-    else:
-      s0 = ReLUConvBN(c, affine=self.affine, name="preprocess0")(s0, train)
-    s1 = ReLUConvBN(c, affine=self.affine, name="preprocess1")(s1, train)
+    s0, s1 = preprocess_cell_inputs(s0, s1, c, self.reduction_prev, self.affine, train)
 
     src, dst = edge_endpoints(self.num_nodes)
     states = [s0, s1]
