@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, num_edges
+from nasjax.train import init_key
 
 
 def make_step(net: Supernet, mode: str):
@@ -66,8 +67,9 @@ def run_nasjax(mode: str, args) -> dict:
   e, o = num_edges(4), len(DARTS_SUPERNET_OPS)
   alphas = {k: 1e-3 * jax.random.normal(kk, (e, o)) for k, kk in
             zip(("normal", "reduce"), jax.random.split(key_alpha))}
+  del key_init
   t0 = time.perf_counter()
-  variables = jax.jit(lambda k: net.init(k, x[:2], alphas, train=True))(key_init)
+  variables = jax.jit(lambda k: net.init(k, x[:2], alphas, train=True))(init_key(0))
   init_s = time.perf_counter() - t0
   step, weight_opt = make_step(net, mode)
   state = {"params": variables["params"], "batch_stats": variables["batch_stats"], "alphas": alphas,

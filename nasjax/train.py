@@ -133,10 +133,18 @@ def evaluate(eval_step, state, x, y, batch_size: int, mesh) -> dict[str, float]:
   return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
 
 
+def init_key(seed: int) -> jax.Array:
+  """The parameter-initialisation key of ``seed``.
+
+  An "rbg" key: XLA:CPU compiles the hundreds of threefry initialisers of a supernet about twice as slowly
+  (tiny DARTS supernet: 68 s vs 34 s). Still deterministic for a seed on a given backend.
+  """
+  return jax.random.key(seed, impl="rbg")
+
+
 def init_state(model_init: Callable[[jax.Array], dict], tx, seed: int, extra=None) -> dict:
-  key = jax.random.key(seed)
-  init_key, train_key = jax.random.split(key)
-  variables = jax.jit(model_init)(init_key)
+  _, train_key = jax.random.split(jax.random.key(seed))
+  variables = jax.jit(model_init)(init_key(seed))
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
           "opt_state": tx.init(variables["params"]), "step": jnp.zeros((), jnp.int32),
           "key": jax.random.key_data(train_key), "extra": extra if extra is not None else {}}
