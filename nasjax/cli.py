@@ -143,8 +143,6 @@ def cmd_train(args) -> dict:
   space, arch, genotype = resolve_genotype(args.genotype)
   dataset = data.load_dataset(args.data, args.data_dir)
   cfg = _train_config(args)
-  if dataset.input_shape[-1] == 1 and args.config != "demo" and args.flip is None:
-    cfg.flip = True
   if args.flip is not None:
     cfg.flip = args.flip
   identity = {"genotype": genotype.to_string(), "data": args.data, "config": train.config_to_dict(cfg)}

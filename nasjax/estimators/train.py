@@ -58,8 +58,8 @@ class ShortTrainingEstimator:
     self.dataset = dataset
     self.mesh = mesh or nasdata.data_mesh()
     self.show_progress = show_progress
-    self.batcher = nasdata.Batcher(x_tr, y_tr.astype(np.int32), self.cfg.batch_size, seed=self.cfg.seed)
-    self.tx = make_optimizer(self.cfg, self.batcher.steps_per_epoch)
+    steps_per_epoch = nasdata.Batcher(x_tr, y_tr, self.cfg.batch_size).steps_per_epoch
+    self.tx = make_optimizer(self.cfg, steps_per_epoch)
     if model == "network":
       return
     self.net = Supernet.for_space(space, channels=self.cfg.channels, layers=self.cfg.layers,
@@ -93,7 +93,7 @@ class ShortTrainingEstimator:
 
   def __call__(self, arch, key) -> dict:
     arch = np.asarray(arch)
-    self.space.check(arch) if hasattr(self.space, "check") else None
+    self.space.check(arch)
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     cfg = self.cfg.copy_and_resolve_references()
     cfg.seed = seed
