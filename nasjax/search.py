@@ -1,9 +1,26 @@
 """The one driver: a strategy, an estimator and a budget give a search, logged and resumable.
 
-Every evaluation is appended to ``workdir/evaluations.jsonl`` as soon as it finishes. Because a strategy is
-pure (its state is a function of the key and the fitness values told so far), that log is the checkpoint:
-a resumed search re-asks with the same keys and takes the logged fitness for every evaluation already
-done, so it reaches exactly the state of an uninterrupted run without re-training anything.
+Every evaluation is appended to ``workdir/evaluations.jsonl`` as soon as it (and every evaluation asked
+before it) has finished. Because a strategy is pure (its state is a function of the key and the fitness
+values told so far), that log is the checkpoint: a resumed search re-asks with the same keys and takes the
+logged result for every evaluation already done, so it reaches exactly the state of an uninterrupted run
+without re-training anything. A line cut by a killed process is dropped and that evaluation redone.
+
+How one asked batch is evaluated is the *executor*'s business, never the result's:
+
+* ``"serial"`` (default): one architecture after the other in this process.
+* ``"vmap"``: the estimator is a pure, jittable ``(arch, key) -> metrics`` function; the whole batch is one
+  ``jax.jit(jax.vmap(estimator))`` call (the batched evaluation that evosax-style strategies assume).
+* an executor object, e.g. :class:`nasjax.parallel.ray_executor.RayExecutor`, which runs the evaluations
+  of a batch concurrently as Ray tasks (Moritz et al., "Ray: A Distributed Framework for Emerging AI
+  Applications", OSDI 2018), retrying crashed ones, as Tune does for hyperparameter trials (Liaw et al.,
+  "Tune: A Research Platform for Distributed Model Selection and Training", ICML AutoML workshop 2018).
+
+Every evaluation gets the key ``fold_in(eval_key, j)`` from its position ``j`` in the asked batch, whoever
+runs it, so all executors give the same log, and a search started with one can be resumed with another.
+
+An executor is any object with ``evaluate(estimator, archs, keys, fitness_key)`` that yields one
+:class:`Outcome` per row of ``archs`` (``np.int32[N, D]``), in that order, as soon as it is known.
 """
 
 from __future__ import annotations
@@ -12,7 +29,7 @@ import json
 import math
 import os
 import time
-from typing import Callable
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,29 +39,227 @@ from nasjax.errors import NasjaxError
 from nasjax.strategies.base import Strategy
 from nasjax.utils.logging import progress
 
+_LOG_NAME = "evaluations.jsonl"
 
-def _read_log(path: str) -> list[dict]:
-  records = []
+
+class Outcome(NamedTuple):
+  """The result of one evaluation, as an executor reports it.
+
+  ``metrics`` holds JSON-native values only (what the log stores); ``failed`` marks a NaN/Inf fitness or an
+  evaluation that raised (then ``error`` says why, and ``metrics`` is ``{"error": error}``); ``attempts``
+  counts retries of executors that retry.
+  """
+  metrics: dict
+  failed: bool
+  seconds: float
+  error: str | None = None
+  attempts: int = 1
+
+
+def is_divergence_error(error: BaseException) -> bool:
+  """True for the error a training estimator raises when its loss became NaN or Inf.
+
+  Such an evaluation is a result (a failed architecture), not an accident: it is recorded as failed at
+  once, and never retried, since the same key would diverge again.
+  """
+  text = str(error)
+  return isinstance(error, NasjaxError) and ("became nan" in text or "became inf" in text)
+
+
+def _json_default(value: Any) -> Any:
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+    return np.asarray(value).tolist()
+  raise TypeError(f"{type(value).__name__} is not a number or an array")
+
+
+def json_metrics(metrics: Any, fitness_key: str) -> dict:
+  """``metrics`` as the log stores them (JSON-native numbers and lists), checked to hold ``fitness_key``."""
+  if not isinstance(metrics, dict):
+    raise NasjaxError(f"an estimator must return a dict of metrics, got {type(metrics).__name__}")
+  try:
+    native = json.loads(json.dumps(metrics, default=_json_default))
+  except (TypeError, ValueError) as e:
+    raise NasjaxError(f"the estimator's metrics cannot be logged ({e}); return numbers, arrays or "
+                      "strings") from None
+  if fitness_key not in native:
+    raise NasjaxError(f"the estimator returned no {fitness_key!r} metric (it returned "
+                      f"{', '.join(sorted(native)) or 'nothing'}); pass fitness_key= one of those")
+  value = native[fitness_key]
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise NasjaxError(f"the fitness metric {fitness_key!r} must be one number per architecture, got "
+                      f"{value!r}")
+  return native
+
+
+def evaluate_one(estimator: Callable, arch: np.ndarray, key: jax.Array, fitness_key: str) -> Outcome:
+  """Evaluates one architecture in this process. A diverged training is a failed outcome; any other
+  exception propagates (to the user for the serial executor, to the retry logic for Ray)."""
+  t0 = time.perf_counter()
+  try:
+    metrics = json_metrics(estimator(jnp.asarray(arch), key), fitness_key)
+  except NasjaxError as e:
+    if not is_divergence_error(e):
+      raise
+    return Outcome({"error": str(e)}, True, time.perf_counter() - t0, str(e))
+  return Outcome(metrics, not math.isfinite(metrics[fitness_key]), time.perf_counter() - t0)
+
+
+class SerialExecutor:
+  """Evaluates one architecture after the other on the host: any estimator, results streamed."""
+  name = "serial"
+
+  def evaluate(self, estimator: Callable, archs: np.ndarray, keys: list, fitness_key: str
+               ) -> Iterator[Outcome]:
+    for arch, key in zip(archs, keys):
+      yield evaluate_one(estimator, arch, key, fitness_key)
+
+
+_TRACING_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                   jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
+
+
+class VmapExecutor:
+  """Evaluates a whole batch with one ``jax.jit(jax.vmap(estimator))`` call.
+
+  The estimator must be pure and jittable and return a dict of scalars per architecture. Batches are
+  padded (by repeating their first row) to the largest size seen, so the last, budget-truncated batch of
+  a search does not compile again. An evaluation cannot raise inside ``jit``: a NaN/Inf fitness is its
+  failure. Each outcome's ``seconds`` is its share of the batch's wall time.
+  """
+  name = "vmap"
+
+  def __init__(self):
+    self._estimator = None
+    self._batched = None
+    self._size = 0
+
+  def evaluate(self, estimator: Callable, archs: np.ndarray, keys: list, fitness_key: str
+               ) -> Iterator[Outcome]:
+    if self._estimator is not estimator:
+      self._estimator, self._batched = estimator, jax.jit(jax.vmap(estimator))
+    n = len(archs)
+    self._size = max(self._size, n)
+    rows = np.concatenate([np.arange(n), np.zeros(self._size - n, np.int64)])
+    batch_archs = jnp.asarray(np.asarray(archs)[rows], jnp.int32)
+    batch_keys = jnp.stack([keys[r] for r in rows])
+    t0 = time.perf_counter()
+    try:
+      metrics = jax.device_get(self._batched(batch_archs, batch_keys))
+    except _TRACING_ERRORS as e:
+      raise NasjaxError(f"executor='vmap' needs a pure, jittable estimator; this one is not "
+                        f"({type(e).__name__}); use executor='serial' for it") from e
+    seconds = (time.perf_counter() - t0) / n
+    if not isinstance(metrics, dict):
+      raise NasjaxError(f"an estimator must return a dict of metrics, got {type(metrics).__name__}")
+    for j in range(n):
+      row = json_metrics({k: np.asarray(v)[j] for k, v in metrics.items()}, fitness_key)
+      yield Outcome(row, not math.isfinite(row[fitness_key]), seconds)
+
+
+def resolve_executor(executor: Any):
+  """``"serial"`` / ``"vmap"`` / None / an executor object -> an executor object."""
+  if executor is None or executor == "serial":
+    return SerialExecutor()
+  if executor == "vmap":
+    return VmapExecutor()
+  if not isinstance(executor, str) and callable(getattr(executor, "evaluate", None)):
+    return executor
+  raise NasjaxError(f"unknown executor {executor!r}; accepted: 'serial', 'vmap', or an object with "
+                    "evaluate(estimator, archs, keys, fitness_key), e.g. "
+                    "nasjax.parallel.ray_executor.RayExecutor()")
+
+
+def _valid_record(rec: Any, index: int) -> bool:
+  return (isinstance(rec, dict) and rec.get("index") == index and isinstance(rec.get("arch"), list)
+          and isinstance(rec.get("metrics"), dict) and isinstance(rec.get("failed"), bool))
+
+
+def _load_log(path: str) -> list[dict]:
+  """Reads the evaluation log; a line cut by a killed process ends it and is removed from the file.
+
+  Removing it matters: the next record would otherwise be appended to the cut line and be lost too.
+  """
   if not os.path.exists(path):
-    return records
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        break  # a line cut by a killed process: everything after it is redone
+    return []
+  with open(path, "rb") as f:
+    raw = f.read()
+  records, end = [], 0
+  for line in raw.splitlines(keepends=True):
+    try:
+      rec = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      if raw[end + len(line):].strip():
+        # A kill cuts only the last line; damage before other records is not ours to repair.
+        raise NasjaxError(f"{path} line {len(records) + 1} is damaged and not the last line; it is not a "
+                          "log cut by a killed search. Point the search at another directory") from None
+      break  # the cut line is redone
+    if not _valid_record(rec, len(records)):
+      raise NasjaxError(f"{path} line {len(records) + 1} is not record {len(records)} of a nasjax search "
+                        "log (index, arch, metrics, failed); point the search at another directory")
+    records.append(rec)
+    end += len(line)
+  kept = raw[:end]
+  if kept and not kept.endswith(b"\n"):
+    kept += b"\n"
+  if kept != raw:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+      f.write(kept)
+    os.replace(tmp, path)
   return records
+
+
+def _check_identity(done: list[dict], identity: dict | None, log_path: str) -> None:
+  if not done or identity is None:
+    return
+  stored, wanted = done[0].get("identity"), json.loads(json.dumps(identity))
+  if stored != wanted:
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+      diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+      why = f"differs in: {', '.join(diff)}"
+    else:
+      why = "different settings"
+    raise NasjaxError(f"{log_path} was written by another search ({why}); resume with the same settings "
+                      "or use another --out directory")
+
+
+def _closing(outcomes: Iterable[Outcome]) -> None:
+  close = getattr(outcomes, "close", None)
+  if close is not None:
+    close()  # lets an executor cancel evaluations still running when the search stops early
 
 
 def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *, workdir: str | None = None,
         identity: dict | None = None, fitness_key: str = "accuracy", show_progress: bool = True,
-        to_string: Callable | None = None) -> dict:
-  """Runs ``strategy`` until ``budget`` architectures have been evaluated; returns the best and history."""
-  log_path = os.path.join(workdir, "evaluations.jsonl") if workdir else None
-  done = _read_log(log_path) if log_path else []
-  if done and identity is not None and done[0].get("identity") != json.loads(json.dumps(identity)):
-    raise NasjaxError(f"{log_path} was written by another search (different settings); resume with the "
-                      "same settings or use another --out directory")
+        to_string: Callable | None = None, executor: Any = "serial") -> dict:
+  """Runs ``strategy`` until ``budget`` architectures have been evaluated; returns the best and history.
+
+  Args:
+    strategy: an ``init / ask / tell`` :class:`Strategy`; fitness is maximised, NaN marks a failure.
+    estimator: ``estimator(arch, key) -> metrics`` (a dict holding ``fitness_key``). For a Ray executor it
+      must be picklable (see :mod:`nasjax.parallel.ray_executor`); for ``"vmap"`` pure and jittable.
+    budget: the number of architectures to evaluate.
+    key: the search's PRNG key; the same key gives the same search with every executor.
+    workdir: where ``evaluations.jsonl`` is written; a run with an existing log resumes from it.
+    identity: JSON-able settings of the search (space, data, config); a resume must match them.
+    fitness_key: the metric that is maximised.
+    show_progress: show a progress bar.
+    to_string: ``arch -> str``, stored as each record's ``genotype``.
+    executor: ``"serial"``, ``"vmap"`` or an executor object (see the module docstring).
+
+  Returns:
+    ``{"best": record, "history": [record, ...], "state": strategy state}``; a record holds ``index``,
+    ``arch``, ``metrics``, ``failed``, ``seconds`` (and ``error``, ``attempts``, ``genotype`` where known).
+    The history of a resumed search equals that of an uninterrupted one (``seconds`` aside).
+  """
+  if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+    raise NasjaxError(f"budget must be a positive number of evaluations, got {budget!r}")
+  executor = resolve_executor(executor)
+  log_path = os.path.join(workdir, _LOG_NAME) if workdir else None
+  if log_path:
+    os.makedirs(workdir, exist_ok=True)
+  done = _load_log(log_path) if log_path else []
+  _check_identity(done, identity, log_path)
   init_key, loop_key = jax.random.split(key)
   state = strategy.init(init_key)
   history: list[dict] = []
@@ -54,41 +269,62 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     ask_key, eval_key = jax.random.split(jax.random.fold_in(loop_key, round_index))
     archs, state = strategy.ask(state, ask_key)
     archs = np.asarray(archs)[:budget - len(history)]
-    fitness = []
+    if archs.ndim != 2 or not len(archs):
+      raise NasjaxError(f"strategy {strategy.name!r} asked for shape {archs.shape}; ask must return "
+                        "int32[P, D] with P >= 1")
+    start = len(history)
+    batch: list[dict | None] = [None] * len(archs)
+    pending = []
     for j, arch in enumerate(archs):
-      i = len(history)
-      if i < len(done) and done[i]["arch"] == arch.tolist():
-        record = done[i]
+      i = start + j
+      if i < len(done):
+        if done[i]["arch"] != arch.tolist():
+          # The log diverged from this run (another key or strategy); never silently mix the two.
+          raise NasjaxError(f"{log_path} does not match this search at evaluation {i}; use another --out")
+        batch[j] = done[i]
+        bar.update(1)
       else:
-        t0 = time.perf_counter()
-        try:
-          metrics = estimator(jnp.asarray(arch), jax.random.fold_in(eval_key, j))
-          failed = not math.isfinite(float(metrics.get(fitness_key, float("nan"))))
-        except NasjaxError as e:
-          if "became nan" not in str(e) and "became inf" not in str(e):
-            raise
-          metrics, failed = {"error": str(e)}, True
-        record = {"index": i, "arch": arch.tolist(), "metrics": metrics, "failed": failed,
-                  "seconds": time.perf_counter() - t0}
-        if to_string is not None:
-          record["genotype"] = to_string(arch)
-        if i == 0 and identity is not None:
-          record["identity"] = identity
-        if log_path:
-          if i < len(done):
-            # The log diverged from this run (e.g. a changed estimator); never silently mix the two.
-            raise NasjaxError(f"{log_path} does not match this search at evaluation {i}; use another --out")
-          with open(log_path, "a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
-      history.append(record)
-      value = record["metrics"].get(fitness_key, float("nan")) if not record["failed"] else float("nan")
-      fitness.append(value)
-      bar.update(1)
+        pending.append(j)
+    if pending:
+      keys = [jax.random.fold_in(eval_key, j) for j in pending]
+      outcomes = executor.evaluate(estimator, archs[pending], keys, fitness_key)
+      try:
+        stream = iter(outcomes)
+        for j in pending:
+          outcome = next(stream, None)
+          if outcome is None:
+            raise NasjaxError(f"executor {type(executor).__name__} returned fewer outcomes than the "
+                              f"{len(pending)} architectures it was given")
+          batch[j] = _record(start + j, archs[j], outcome, identity, to_string)
+          if log_path:
+            with open(log_path, "a") as f:
+              f.write(json.dumps(batch[j]) + "\n")
+          bar.update(1)
+      finally:
+        _closing(outcomes)
+    history.extend(batch)
+    fitness = [float("nan") if r["failed"] else r["metrics"].get(fitness_key, float("nan")) for r in batch]
     state = strategy.tell(state, jnp.asarray(archs), jnp.asarray(fitness, jnp.float32))
     round_index += 1
   bar.close()
   ok = [r for r in history if not r["failed"]]
   if not ok:
-    raise NasjaxError("every evaluation failed (NaN or Inf); nothing to report")
+    raise NasjaxError("every evaluation failed (NaN or Inf, or an error); nothing to report")
   best = max(ok, key=lambda r: r["metrics"][fitness_key])
   return {"best": best, "history": history, "state": jax.device_get(state)}
+
+
+def _record(index: int, arch: np.ndarray, outcome: Outcome, identity: dict | None,
+            to_string: Callable | None) -> dict:
+  record = {"index": index, "arch": arch.tolist(), "metrics": outcome.metrics, "failed": bool(outcome.failed),
+            "seconds": float(outcome.seconds)}
+  if outcome.error is not None:
+    record["error"] = outcome.error
+  if outcome.attempts != 1:
+    record["attempts"] = int(outcome.attempts)
+  if to_string is not None:
+    record["genotype"] = to_string(arch)
+  if index == 0 and identity is not None:
+    record["identity"] = identity
+  # What a resume reads back from the log, so fresh and resumed histories compare equal.
+  return json.loads(json.dumps(record))
