@@ -152,7 +152,7 @@ class EdgeGroup(nn.Module):
     # Initialise once for both collections. Flax also shape-checks an existing param by evaluating its
     # init function abstractly, so without a fresh initialisation the function must stand on its own.
     fresh = init_stacked(self.make_rng("params")) if self.is_initializing() else None
-    params = self.param("edges", lambda rng: (fresh or init_stacked(rng))["params"])
+    params = self.param("edges", lambda rng: (fresh or init_stacked(rng)).get("params", {}))
     stats = self.variable("batch_stats", "edges", lambda: fresh.get("batch_stats", {}))
 
     def run(p, b, w, x):

@@ -1,0 +1,448 @@
+"""The one-shot search loop: any :class:`~nasjax.oneshot.method.Method` on the one supernet.
+
+One jitted step per batch pair (DARTS' alternation, Liu et al. 2019, Algorithm 1):
+
+1. architecture step on a validation batch (first order, or second order through
+   :func:`~nasjax.oneshot.hypergradient.architecture_gradient`), Adam with weight decay; skipped for
+   methods without architecture parameters (SPOS) and during ``arch_warmup_epochs`` (PC-DARTS);
+2. weight step on a training batch with the new architecture: SGD with momentum, cosine learning rate,
+   weight decay and gradient clipping.
+
+The step is a pure function of the search state (weights, BatchNorm statistics, architecture parameters,
+both optimizer states, step, PRNG key) and the batches, so it runs data-parallel under ``jax.jit`` on a
+device mesh (batches sharded, state replicated; BatchNorm sees the global batch, so N devices compute
+the one-device step) and the whole state checkpoints to orbax with the data position: a resumed search
+is bitwise the uninterrupted one on the same backend.
+
+Against the skip-connection collapse of DARTS (Zela et al., ICLR 2020; Chu et al., DARTS-, ICLR 2021;
+Liang et al., DARTS+, 2019) ``anti_collapse`` offers ``darts_minus`` (an auxiliary skip connection on
+every normal edge whose weight decays linearly from 1 to 0), ``skip_limit`` (stop when the derived normal
+cell has ``max_skips`` skip connections; keep the previous epoch's cell) and ``eigenvalue`` (stop when the
+dominant Hessian eigenvalue of the validation loss w.r.t. the architecture grows: mean of the last
+``eigen_window`` epochs over the mean of the window before it above ``1 / eigen_ratio``; keep the cell of
+``eigen_window`` epochs earlier). The eigenvalue is logged every ``eigen_every`` epochs whichever is chosen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from nasjax import data as nasdata
+from nasjax.errors import NasjaxError
+from nasjax.nn.init import init_variables
+from nasjax.nn.supernet import Supernet
+from nasjax.oneshot import derive
+from nasjax.oneshot.darts import darts
+from nasjax.oneshot.drnas import drnas
+from nasjax.oneshot.gdas import gdas
+from nasjax.oneshot.hypergradient import (architecture_gradient, dominant_eigenvalue,
+                                          hessian_vector_product)
+from nasjax.oneshot.method import CELL_TYPES, Method
+from nasjax.oneshot.pcdarts import pcdarts
+from nasjax.oneshot.spos import spos
+from nasjax.train import init_key
+from nasjax.utils import checkpoint as ckpt
+from nasjax.utils.logging import MetricsLogger, progress
+
+METHODS = ("darts", "gdas", "pcdarts", "drnas", "spos")
+ANTI_COLLAPSE = ("none", "darts_minus", "skip_limit", "eigenvalue")
+
+
+def search_config(method: str = "darts") -> ml_collections.ConfigDict:
+  """The search setting of each method's paper on CIFAR-10 (DARTS: 50 epochs, batch 64, 16 channels,
+  8 cells, half of the training set for the architecture)."""
+  if method not in METHODS:
+    raise NasjaxError(f"unknown one-shot method {method!r}; accepted: {', '.join(METHODS)}")
+  cfg = ml_collections.ConfigDict(dict(
+      method=method, space="darts", epochs=50, batch_size=64, channels=16, layers=8, stem_multiplier=3,
+      learning_rate=0.025, min_learning_rate=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
+      arch_learning_rate=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3,
+      order=1, hessian="jvp", arch_warmup_epochs=0, partial_channels=1, tau_max=10.0, tau_min=0.1,
+      drnas_reg=1e-3, anti_collapse="none", max_skips=2, eigen_every=0, eigen_iters=10,
+      eigen_window=5, eigen_ratio=0.75, valid_fraction=0.5, train_subset=0, crop_padding=4, flip=True,
+      seed=2, eval_batch_size=500, checkpoint_every_steps=0, keep_checkpoints=2, rank_samples=100,
+      rank_batches=4, dw_impl="auto", edge_batching="auto"))
+  if method == "pcdarts":
+    # Xu et al. 2020: K=4, batch 256, learning rate 0.1, architecture lr 6e-4, 15 warm-up epochs.
+    cfg.update(partial_channels=4, batch_size=256, learning_rate=0.1, arch_learning_rate=6e-4,
+               arch_warmup_epochs=15)
+  elif method == "gdas":
+    # Dong & Yang 2019: 240 epochs, tau 10 -> 0.1.
+    cfg.update(epochs=240)
+  elif method == "drnas":
+    cfg.update(arch_learning_rate=6e-4)
+  return cfg
+
+
+def demo_search_config(method: str = "darts") -> ml_collections.ConfigDict:
+  """A minutes-long CPU search on the embedded Fashion-MNIST subset: 4 channels, 5 cells, 2 epochs."""
+  cfg = search_config(method)
+  cfg.update(epochs=2, batch_size=32, channels=4, layers=5, train_subset=1600, arch_warmup_epochs=0,
+             eval_batch_size=500, rank_samples=8, rank_batches=2)
+  return cfg
+
+
+def make_method(cfg, space) -> Method:
+  if cfg.method == "darts":
+    return darts()
+  if cfg.method == "gdas":
+    return gdas(cfg.tau_max, cfg.tau_min)
+  if cfg.method == "pcdarts":
+    return pcdarts(cfg.partial_channels)
+  if cfg.method == "drnas":
+    return drnas(cfg.drnas_reg)
+  if cfg.method == "spos":
+    return spos(space)
+  raise NasjaxError(f"unknown one-shot method {cfg.method!r}; accepted: {', '.join(METHODS)}")
+
+
+def check_config(cfg) -> None:
+  if cfg.order not in (1, 2):
+    raise NasjaxError(f"order must be 1 or 2, got {cfg.order!r}")
+  if cfg.anti_collapse not in ANTI_COLLAPSE:
+    raise NasjaxError(f"unknown anti_collapse {cfg.anti_collapse!r}; accepted: {', '.join(ANTI_COLLAPSE)}")
+  if cfg.anti_collapse == "eigenvalue" and cfg.eigen_every != 1:
+    raise NasjaxError("anti_collapse='eigenvalue' needs the eigenvalue every epoch: set eigen_every=1")
+  for name in ("epochs", "batch_size", "channels", "layers"):
+    if int(cfg[name]) < 1:
+      raise NasjaxError(f"{name} must be positive, got {cfg[name]}")
+  if cfg.channels % cfg.partial_channels:
+    raise NasjaxError(f"channels {cfg.channels} must be divisible by partial_channels {cfg.partial_channels}")
+
+
+class Search:
+  """Everything a one-shot search needs, built once: supernet, method, optimizers, jitted step."""
+
+  def __init__(self, cfg, space, input_shape: tuple[int, int, int], num_classes: int, mean, std,
+               steps_per_epoch: int, mesh=None):
+    check_config(cfg)
+    self.cfg, self.space = cfg, space
+    self.method = make_method(cfg, space)
+    partial = self.method.partial_channels if cfg.method == "pcdarts" else 1
+    self.net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
+                                  stem_multiplier=cfg.stem_multiplier, dw_impl=cfg.dw_impl,
+                                  partial_channels=partial, edge_batching=cfg.edge_batching)
+    self.input_shape, self.mean, self.std = input_shape, mean, std
+    self.mesh = mesh or nasdata.data_mesh()
+    self.steps_per_epoch = steps_per_epoch
+    self.total_steps = cfg.epochs * steps_per_epoch
+    self.schedule = optax.cosine_decay_schedule(cfg.learning_rate, max(1, self.total_steps),
+                                                alpha=cfg.min_learning_rate / cfg.learning_rate)
+    self.weight_tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                                 optax.add_decayed_weights(cfg.weight_decay),
+                                 optax.sgd(self.schedule, momentum=cfg.momentum))
+    self.arch_tx = optax.chain(optax.add_decayed_weights(cfg.arch_weight_decay),
+                               optax.adam(cfg.arch_learning_rate, b1=cfg.arch_beta1, b2=cfg.arch_beta2))
+    self.skip_index = (tuple(space.supernet_ops).index("skip_connect")
+                       if "skip_connect" in space.supernet_ops else None)
+    self.step = jax.jit(self._step, donate_argnums=(0,))
+    self.eval_step = jax.jit(self._eval_step)
+
+  # ------------------------------------------------------------------------------------------ state
+  def init_state(self, seed: int | None = None) -> dict:
+    seed = self.cfg.seed if seed is None else seed
+    arch_key, loop_key = jax.random.split(jax.random.key(seed))
+    x = jnp.zeros((2,) + tuple(self.input_shape), jnp.float32)
+    num_ops = len(self.space.supernet_ops)
+    probe = self.method.mix(self.method.init_arch(arch_key, self.net.num_edges, num_ops), arch_key, 0.0)
+    variables = init_variables(self.net, init_key(seed), x, probe, train=False, hard=self.method.hard)
+    arch = self.method.init_arch(arch_key, self.net.num_edges, num_ops)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}), "arch": arch,
+            "weight_opt": self.weight_tx.init(variables["params"]), "arch_opt": self.arch_tx.init(arch),
+            "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(loop_key)}
+
+  # ------------------------------------------------------------------------------------------ losses
+  def weights(self, arch, key, step):
+    """Mixing weights of the supernet at ``step``, with DARTS-'s decaying auxiliary skip if enabled."""
+    progress_ = jnp.minimum(step / max(1, self.total_steps), 1.0)
+    mixed = self.method.mix(arch, key, progress_)
+    if (self.cfg.anti_collapse == "darts_minus" and self.skip_index is not None and self.method.bilevel
+        and not self.method.hard):
+      beta = 1.0 - progress_
+      mixed = dict(mixed, normal=mixed["normal"].at[:, self.skip_index].add(beta))
+    return mixed
+
+  def loss(self, params, batch_stats, weights, x, y):
+    logits, updates = self.net.apply({"params": params, "batch_stats": batch_stats}, x, weights, train=True,
+                                     hard=self.method.hard, mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, (updates["batch_stats"], logits)
+
+  def arch_losses(self, state, xt, yt, xv, yv, key):
+    """``(train_loss(params, arch), valid_loss(params, arch))`` closures of one step (same noise in both)."""
+    step = state["step"]
+
+    def train_loss(params, arch):
+      return self.loss(params, state["batch_stats"], self.weights(arch, key, step), xt, yt)[0]
+
+    def valid_loss(params, arch):
+      value = self.loss(params, state["batch_stats"], self.weights(arch, key, step), xv, yv)[0]
+      if self.method.regularizer is not None:
+        value = value + self.method.regularizer(arch)
+      return value
+    return train_loss, valid_loss
+
+  # ------------------------------------------------------------------------------------------ step
+  def _augment(self, key, x):
+    return nasdata.augment_batch(key, x, crop_padding=self.cfg.crop_padding, flip=self.cfg.flip,
+                                 cutout_size=0, mean=self.mean, std=self.std)
+
+  def _step(self, state, xt, yt, xv, yv):
+    cfg = self.cfg
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+    k_aug_t, k_aug_v, k_arch, k_weights = jax.random.split(key, 4)
+    xt, xv = self._augment(k_aug_t, xt), self._augment(k_aug_v, xv)
+    metrics = {}
+    arch, arch_opt = state["arch"], state["arch_opt"]
+    if self.method.bilevel:
+      train_loss, valid_loss = self.arch_losses(state, xt, yt, xv, yv, k_arch)
+      momentum_buffer = optax.tree_utils.tree_get(state["weight_opt"], "trace")
+      valid_value, arch_grad = architecture_gradient(
+          train_loss, valid_loss, state["params"], arch, order=cfg.order, hessian=cfg.hessian,
+          xi=self.schedule(state["step"]), momentum_buffer=momentum_buffer, momentum=cfg.momentum,
+          weight_decay=cfg.weight_decay)
+      updates, new_arch_opt = self.arch_tx.update(arch_grad, arch_opt, arch)
+      new_arch = optax.apply_updates(arch, updates)
+      active = state["step"] >= cfg.arch_warmup_epochs * self.steps_per_epoch
+      arch = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_arch, arch)
+      arch_opt = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_arch_opt, arch_opt)
+      metrics["valid_loss"] = valid_value
+    weights = self.weights(arch, k_weights, state["step"])
+    (loss, (batch_stats, logits)), grads = jax.value_and_grad(self.loss, has_aux=True)(
+        state["params"], state["batch_stats"], weights, xt, yt)
+    updates, weight_opt = self.weight_tx.update(grads, state["weight_opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics.update(loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == yt))
+    new_state = dict(state, params=params, batch_stats=batch_stats, arch=arch, weight_opt=weight_opt,
+                     arch_opt=arch_opt, step=state["step"] + 1)
+    return new_state, metrics
+
+  def _eval_step(self, state, x, y, mask):
+    x = nasdata.normalize(x, self.mean, self.std)
+    weights = self.weights(state["arch"], jax.random.key(0), state["step"])
+    logits = self.net.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x, weights,
+                            train=False, hard=self.method.hard)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    correct = jnp.argmax(logits, -1) == y
+    return jnp.sum(losses * mask), jnp.sum(correct * mask), jnp.sum(mask)
+
+  # ------------------------------------------------------------------------------------------ views
+  def probabilities(self, arch) -> dict:
+    return {c: np.asarray(v) for c, v in self.method.probabilities(arch).items()}
+
+  def derive(self, arch) -> np.ndarray:
+    strength = self.method.edge_strength(arch) if self.method.edge_strength is not None else None
+    return derive.derive_arch(self.space, self.probabilities(arch), strength)
+
+  def eigenvalue(self, state, xv, yv, key, iterations: int) -> float:
+    """Dominant eigenvalue of the Hessian of the validation loss w.r.t. the architecture parameters."""
+    if not hasattr(self, "_hvp"):
+      def hvp(state, xv, yv, vector):
+        weights_key = jax.random.key(1)
+
+        def loss(arch):
+          return self.loss(state["params"], state["batch_stats"], self.weights(arch, weights_key, state["step"]),
+                           nasdata.normalize(xv, self.mean, self.std), yv)[0]
+        return hessian_vector_product(loss, state["arch"], vector)
+      self._hvp = jax.jit(hvp)
+    return dominant_eigenvalue(lambda v: self._hvp(state, xv, yv, v), state["arch"], key, iterations)
+
+
+_SEARCHES: dict = {}
+
+
+def cached_search(cfg, space, input_shape, num_classes, mean, std, steps_per_epoch, mesh=None) -> Search:
+  """A :class:`Search` reused for identical settings in one process, so its compiled steps are too
+  (a resumed run or a second seed in a notebook does not recompile). The seed is not part of the key:
+  it only enters the initial state."""
+  mesh = mesh or nasdata.data_mesh()
+  settings = {k: v for k, v in (cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)).items() if k != "seed"}
+  key = (repr(sorted(settings.items())), space, tuple(input_shape), num_classes, tuple(mean), tuple(std),
+         steps_per_epoch, tuple(d.id for d in mesh.devices.flat))
+  if key not in _SEARCHES:
+    if len(_SEARCHES) >= 4:
+      _SEARCHES.pop(next(iter(_SEARCHES)))
+    _SEARCHES[key] = Search(cfg, space, input_shape, num_classes, mean, std, steps_per_epoch, mesh)
+  return _SEARCHES[key]
+
+
+def _record_arch(search: Search, arch) -> dict:
+  probs = search.probabilities(arch)
+  derived = search.derive(arch)
+  return {"alphas": {c: np.round(probs[c], 5).tolist() for c in CELL_TYPES},
+          "arch": [int(v) for v in derived], "genotype": search.space.to_string(derived),
+          "normal_skips": derive.count_op(search.space, derived, "skip_connect")}
+
+
+def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = None, identity: dict | None = None,
+               show_progress: bool = True, stop_after_steps: int | None = None, mesh=None) -> dict:
+  """Runs a one-shot search; returns the derived architecture, its genotype and the per-epoch history.
+
+  With ``workdir``: ``checkpoints/`` (whole search state each epoch, and every ``checkpoint_every_steps``),
+  ``metrics.jsonl`` (per-epoch alphas, genotypes, losses, accuracies, eigenvalues; TensorBoard scalars
+  where a writer is installed). ``stop_after_steps`` ends the run after that many steps of this call, as a
+  killed process would (for resume tests); the result then has ``"finished": False``.
+  """
+  x, y = dataset.x_train, dataset.y_train
+  if cfg.train_subset:
+    x, y = nasdata.subset(x, y, cfg.train_subset, cfg.seed)
+  xt, yt, xv, yv = nasdata.train_valid_split(x, y, cfg.valid_fraction, cfg.seed)
+  train_batches = nasdata.Batcher(xt, yt.astype(np.int32), cfg.batch_size, seed=cfg.seed)
+  valid_batches = nasdata.Batcher(xv, yv.astype(np.int32), cfg.batch_size, seed=cfg.seed + 1)
+  steps_per_epoch = min(train_batches.steps_per_epoch, valid_batches.steps_per_epoch)
+  search = cached_search(cfg, space, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std,
+                         steps_per_epoch, mesh)
+  mesh = search.mesh
+  if cfg.batch_size % mesh.size:
+    raise NasjaxError(f"batch size {cfg.batch_size} must be divisible by the {mesh.size} devices")
+  state = search.init_state(cfg.seed)
+  identity = dict(identity or {}, config=cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg),
+                  space=space.name, data=dataset.name)
+  history: list[dict] = []
+  epoch, start_step, resumed_sums = 0, 0, None
+  manager = logger = None
+  if workdir is not None:
+    os.makedirs(workdir, exist_ok=True)
+    manager = ckpt.Manager(os.path.join(os.path.abspath(workdir), "checkpoints"), cfg.keep_checkpoints)
+    restored = manager.restore_latest(state, identity)
+    if restored is not None:
+      state, meta = restored
+      epoch, start_step, history = meta["epoch"], meta["step_in_epoch"], meta["history"]
+      resumed_sums = meta.get("sums")
+    logger = MetricsLogger(workdir, truncate_after_epoch=epoch)
+  state = nasdata.replicate(state, mesh)
+  eigen_batch = next(valid_batches.epoch(0))
+  stop_reason, kept_record, steps_run = None, None, 0
+  t_start = time.perf_counter()
+
+  def save(epoch_done: int, step_in_epoch: int, sums=None):
+    # Mid-epoch checkpoints carry the epoch's running sums, so the resumed epoch's means are exact.
+    if manager is not None:
+      manager.save(epoch_done * steps_per_epoch + step_in_epoch, jax.device_get(state),
+                   {"epoch": epoch_done, "step_in_epoch": step_in_epoch, "history": history,
+                    "identity": identity, "sums": sums})
+
+  while epoch < cfg.epochs and stop_reason is None:
+    sums = dict(resumed_sums or {"loss": 0.0, "accuracy": 0.0, "valid_loss": 0.0})
+    resumed_sums = None
+    t0 = time.perf_counter()
+    bar = progress(steps_per_epoch, f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", show_progress)
+    bar.update(start_step)
+    pairs = zip(train_batches.epoch(epoch, start_step), valid_batches.epoch(epoch, start_step))
+    for step, ((bx, by), (vx, vy)) in enumerate(pairs, start=start_step):
+      batch = nasdata.shard_batch((bx, by, vx, vy), mesh)
+      state, metrics = search.step(state, *batch)
+      metrics = {k: float(v) for k, v in metrics.items()}
+      for name, value in metrics.items():
+        if not math.isfinite(value):
+          raise NasjaxError(f"{name.replace('_', ' ')} became {value} at epoch {epoch + 1}, step {step + 1} of "
+                            f"the {cfg.method} search; nothing derived from it is written, and the last good "
+                            "checkpoint is kept" + (f" in {workdir}" if workdir else ""))
+        sums[name] = sums.get(name, 0.0) + value
+      bar.update(1)
+      bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}")
+      steps_run += 1
+      if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 \
+          and step + 1 < steps_per_epoch:
+        save(epoch, step + 1, sums)
+      if stop_after_steps is not None and steps_run >= stop_after_steps:
+        bar.close()
+        if manager is not None:
+          manager.close()
+        return {"finished": False, "epoch": epoch, "step_in_epoch": step + 1, "state": state,
+                "history": history}
+    bar.close()
+    done = steps_per_epoch
+    record: dict[str, Any] = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0,
+                              "learning_rate": float(search.schedule(epoch * steps_per_epoch))}
+    record.update({f"train_{k}" if k in ("loss", "accuracy") else k: v / max(1, done)
+                   for k, v in sums.items() if v or k != "valid_loss"})
+    ev = _evaluate(search, state, xv, yv.astype(np.int32), cfg.eval_batch_size, mesh)
+    record.update(valid_accuracy=ev["accuracy"], valid_eval_loss=ev["loss"])
+    if search.method.bilevel:
+      record.update(_record_arch(search, jax.device_get(state["arch"])))
+      if cfg.eigen_every and (epoch + 1) % cfg.eigen_every == 0:
+        ex, ey = nasdata.shard_batch(eigen_batch, mesh)
+        record["hessian_eigenvalue"] = search.eigenvalue(state, ex, ey, jax.random.key(epoch), cfg.eigen_iters)
+    history.append(record)
+    stop_reason, kept_record = _collapse_check(cfg, history)
+    if stop_reason:
+      record["stopped"] = stop_reason
+    epoch, start_step = epoch + 1, 0
+    if logger is not None:
+      logger.write(record)
+    save(epoch, 0)
+
+  if manager is not None:
+    manager.close()
+  result = {"finished": True, "method": cfg.method, "space": space.name, "epochs_run": epoch,
+            "seconds": time.perf_counter() - t_start, "history": history, "state": state,
+            "stopped": stop_reason}
+  if search.method.bilevel:
+    final = kept_record or history[-1]
+    result.update(arch=final["arch"], genotype=final["genotype"], alphas=final["alphas"],
+                  derived_at_epoch=final["epoch"])
+  else:
+    ranking = rank_architectures(search, state, xv, yv.astype(np.int32), cfg)
+    result.update(arch=ranking[0]["arch"], genotype=ranking[0]["genotype"], ranking=ranking)
+  return result
+
+
+def _collapse_check(cfg, history: list[dict]) -> tuple[str | None, dict | None]:
+  """Returns (reason, the record whose cell to keep) when an anti-collapse rule stops the search."""
+  last = history[-1]
+  if cfg.anti_collapse == "skip_limit" and last.get("normal_skips", 0) >= cfg.max_skips:
+    keep = history[-2] if len(history) > 1 else last
+    return (f"normal cell reached {last['normal_skips']} skip connections at epoch {last['epoch']} "
+            f"(limit {cfg.max_skips}); keeping the cell of epoch {keep['epoch']}"), keep
+  if cfg.anti_collapse == "eigenvalue":
+    k = cfg.eigen_window
+    values = [r.get("hessian_eigenvalue") for r in history]
+    if len(values) >= 2 * k and all(v is not None for v in values[-2 * k:]):
+      before, now = np.mean(values[-2 * k:-k]), np.mean(values[-k:])
+      if now > 0 and before / now < cfg.eigen_ratio:
+        keep = history[-k - 1]
+        return (f"dominant Hessian eigenvalue grew from {before:.4g} to {now:.4g} (ratio {before / now:.3f} "
+                f"< {cfg.eigen_ratio}); keeping the cell of epoch {keep['epoch']}"), keep
+  return None, None
+
+
+def _evaluate(search: Search, state, x, y, batch_size: int, mesh) -> dict:
+  from nasjax.train import evaluate
+  return evaluate(search.eval_step, state, x, y, batch_size, mesh)
+
+
+def rank_architectures(search: Search, state, x, y, cfg) -> list[dict]:
+  """Ranks ``cfg.rank_samples`` uniformly sampled architectures by validation accuracy under the trained
+  supernet's shared weights (SPOS; Li & Talwalkar 2019). BatchNorm uses each batch's own statistics,
+  i.e. statistics recomputed for the architecture, since running statistics mix all sampled paths."""
+  space = search.space
+  n = min(len(x), cfg.rank_batches * cfg.batch_size)
+  n -= n % search.mesh.size
+
+  @jax.jit
+  def accuracy(state, edges, xb, yb):
+    weights = dict(zip(CELL_TYPES, edges))
+    logits, _ = search.net.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
+                                 nasdata.normalize(xb, search.mean, search.std), weights, train=True,
+                                 mutable=["batch_stats"])
+    return jnp.mean(jnp.argmax(logits, -1) == yb)
+
+  keys = jax.random.split(jax.random.key(cfg.seed + 17), cfg.rank_samples)
+  xb, yb = nasdata.shard_batch((x[:n], y[:n]), search.mesh)
+  ranking = []
+  for k in keys:
+    arch = space.sample(k)
+    acc = float(accuracy(state, space.edge_ops(arch), xb, yb))
+    ranking.append({"arch": [int(v) for v in arch], "genotype": space.to_string(arch), "accuracy": acc})
+  ranking.sort(key=lambda r: -r["accuracy"])
+  return ranking

@@ -1,0 +1,39 @@
+"""Single-path one-shot with uniform sampling (Guo et al., "Single Path One-Shot Neural Architecture
+Search with Uniform Sampling", ECCV 2020; Li & Talwalkar, "Random Search and Reproducibility for NAS",
+UAI 2019, call the same idea random search with weight sharing).
+
+Every training step samples one architecture of the space uniformly and trains only its path of the
+supernet (the discrete mode of :class:`~nasjax.nn.supernet.Supernet`). There are no architecture
+parameters: the trained supernet then ranks architectures for any discrete strategy through the
+weight-sharing estimator.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from nasjax.errors import NasjaxError
+from nasjax.oneshot.method import CELL_TYPES, Method
+
+
+def spos(space) -> Method:
+  if not hasattr(space, "edge_ops"):
+    raise NasjaxError(f"SPOS needs a cell space with a supernet (darts, nasnet, enas_micro); got {space.name!r}")
+
+  def init_arch(key, num_edges, num_ops):
+    del key, num_edges, num_ops
+    return {}
+
+  def mix(arch_params, key, progress):
+    del arch_params, progress
+    edges = space.edge_ops(space.sample(key))
+    return dict(zip(CELL_TYPES, edges))
+
+  def probabilities(arch_params):
+    # No learned belief: uniform over the ops of the space (the supernet's op 0 is 'none').
+    num_ops = len(space.supernet_ops)
+    uniform = jnp.full((space.num_edges, num_ops), 1.0 / (num_ops - 1)).at[:, 0].set(0.0)
+    return {c: uniform for c in CELL_TYPES}
+
+  return Method("spos", init_arch, mix, probabilities, bilevel=False)
