@@ -7,7 +7,11 @@ edges, batch 64, 32x32x3 inputs, 10 classes. Prints one JSON line per (implement
         --torch-python .venv-torch/bin/python --reference ../shared/reference/torch_darts_step.py
 
 Modes: ``eval`` (forward with running BN statistics), ``weights`` (forward, backward, clipped SGD with
-momentum and weight decay on the weights, with softmax architecture weights as in DARTS).
+momentum and weight decay on the weights, with softmax architecture weights as in DARTS), ``first`` and
+``second`` (a whole DARTS search step of :mod:`nasjax.oneshot`: the architecture step, first order or with
+the exact second-order hypergradient, then the weight step; the reference uses the paper's finite
+difference for ``second``). ``--method pcdarts --batch 256`` measures a PC-DARTS step. Every measurement
+runs in its own process, so ``peak_rss_mib`` is that step's own peak memory.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, num_edges
@@ -59,17 +64,72 @@ def make_step(net: Supernet, mode: str):
   return jax.jit(step, donate_argnums=(0,)), weight_opt
 
 
+def run_nasjax_search_step(mode: str, args) -> dict:
+  """``first`` / ``second``: one step of :class:`nasjax.oneshot.search.Search` (architecture step on a
+  validation batch, then the weight step), exactly what ``nasjax search --method darts`` runs."""
+  from nasjax.oneshot.search import Search, search_config
+  from nasjax.spaces import darts_space
+  cfg = search_config(args.method)
+  cfg.update(channels=args.C, layers=args.layers, batch_size=args.batch, order=2 if mode == "second" else 1,
+             hessian=args.hessian, dw_impl=args.dw_impl, arch_warmup_epochs=0)
+  if args.partial_channels:
+    cfg.partial_channels = args.partial_channels
+  search = Search(cfg, darts_space(), (32, 32, 3), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 1000)
+  t0 = time.perf_counter()
+  state = search.init_state(0)
+  jax.block_until_ready(state)
+  init_s = time.perf_counter() - t0
+  rng = np.random.default_rng(0)
+  xt, xv = (rng.random((args.batch, 32, 32, 3), np.float32) for _ in range(2))
+  yt, yv = (np.arange(args.batch, dtype=np.int32) % 10 for _ in range(2))
+  t0 = time.perf_counter()
+  compiled = jax.jit(search._step, donate_argnums=(0,)).lower(state, xt, yt, xv, yv).compile()
+  compile_s = time.perf_counter() - t0
+  params = sum(p.size for p in jax.tree.leaves(state["params"]))
+  step = lambda st: compiled(st, xt, yt, xv, yv)
+  return _time(step, state, args) | {"compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
+                                     "params": params, "method": args.method, "hessian": args.hessian}
+
+
+def _time(step, state, args) -> dict:
+  for _ in range(args.warmup):
+    state, out = step(state)
+    jax.block_until_ready(out)
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, out = step(state)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - t0)
+  med = statistics.median(times)
+  return {"median_s_per_step": round(med, 4), "min_s_per_step": round(min(times), 4),
+          "images_per_s": round(args.batch / med, 2)}
+
+
 def run_nasjax(mode: str, args) -> dict:
+  common = {"impl": "nasjax", "mode": mode, "batch": args.batch, "C": args.C, "layers": args.layers,
+            "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+            "dw_impl": args.dw_impl, "jax_version": jax.__version__}
+  if mode in ("first", "second"):
+    out = run_nasjax_search_step(mode, args)
+  else:
+    out = run_nasjax_plain(mode, args)
+  out = common | out
+  out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+  return out
+
+
+def run_nasjax_plain(mode: str, args) -> dict:
+  from nasjax.nn.init import init_variables
   net = Supernet(channels=args.C, layers=args.layers, num_classes=10, dw_impl=args.dw_impl)
-  key_init, key_alpha, key_x, key_xv = jax.random.split(jax.random.key(0), 4)
+  key_alpha, key_x = jax.random.split(jax.random.key(0))
   x = jax.random.normal(key_x, (args.batch, 32, 32, 3))
   y = jnp.arange(args.batch) % 10
   e, o = num_edges(4), len(DARTS_SUPERNET_OPS)
   alphas = {k: 1e-3 * jax.random.normal(kk, (e, o)) for k, kk in
             zip(("normal", "reduce"), jax.random.split(key_alpha))}
-  del key_init
   t0 = time.perf_counter()
-  variables = jax.jit(lambda k: net.init(k, x[:2], alphas, train=True))(init_key(0))
+  variables = init_variables(net, init_key(0), x[:2], alphas, train=True)
   init_s = time.perf_counter() - t0
   step, weight_opt = make_step(net, mode)
   state = {"params": variables["params"], "batch_stats": variables["batch_stats"], "alphas": alphas,
@@ -77,24 +137,9 @@ def run_nasjax(mode: str, args) -> dict:
   t0 = time.perf_counter()
   compiled = step.lower(state, x, y).compile()
   compile_s = time.perf_counter() - t0
-  for _ in range(args.warmup):
-    state, out = compiled(state, x, y)
-    jax.block_until_ready(out)
-  times = []
-  for _ in range(args.steps):
-    t0 = time.perf_counter()
-    state, out = compiled(state, x, y)
-    jax.block_until_ready(out)
-    times.append(time.perf_counter() - t0)
-  med = statistics.median(times)
-  return {"impl": "nasjax", "mode": mode, "batch": args.batch, "C": args.C, "layers": args.layers,
-          "median_s_per_step": round(med, 4), "min_s_per_step": round(min(times), 4),
-          "compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
-          "images_per_s": round(args.batch / med, 2),
-          "params": sum(p.size for p in jax.tree.leaves(variables["params"])),
-          "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-          "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-          "dw_impl": args.dw_impl, "jax_version": jax.__version__}
+  return _time(lambda st: compiled(st, x, y), state, args) | {
+      "compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
+      "params": sum(p.size for p in jax.tree.leaves(variables["params"]))}
 
 
 def run_reference(mode: str, args) -> dict:
@@ -108,7 +153,7 @@ def run_reference(mode: str, args) -> dict:
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--modes", default="eval,weights")
+  ap.add_argument("--modes", default="eval,weights,first,second")
   ap.add_argument("--batch", type=int, default=64)
   ap.add_argument("--C", type=int, default=16)
   ap.add_argument("--layers", type=int, default=8)
@@ -119,12 +164,24 @@ def main(argv=None):
   ap.add_argument("--reference", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                                       "reference", "torch_darts_step.py"))
   ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+  ap.add_argument("--method", default="darts", help="one-shot method of modes first/second (darts, pcdarts, ...)")
+  ap.add_argument("--hessian", default="jvp", help="second-order product: jvp, unroll or finite_difference")
+  ap.add_argument("--partial-channels", type=int, default=0, help="PC-DARTS K (0: the method's default)")
+  ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  if args.worker:
+    print(json.dumps(run_nasjax(args.worker, args)), flush=True)
+    return
   for mode in args.modes.split(","):
-    ours = run_nasjax(mode, args)
+    if args.torch_python:
+      # The reference runs first and in its own process, so neither peak RSS includes the other.
+      ref = run_reference(mode, args)
+    # Each nasjax mode runs in a fresh process too: its peak RSS is then its own.
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode] + [
+        a for a in (argv if argv is not None else sys.argv[1:])]
+    ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     print(json.dumps(ours), flush=True)
     if args.torch_python:
-      ref = run_reference(mode, args)
       print(json.dumps(ref), flush=True)
       print(json.dumps({"mode": mode, "speedup_vs_reference":
                         round(ref["median_s_per_step"] / ours["median_s_per_step"], 3)}), flush=True)

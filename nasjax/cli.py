@@ -190,14 +190,24 @@ def cmd_eval(args) -> dict:
           "_result_path": result_path}
 
 
+ONESHOT_METHODS = ("darts", "gdas", "pcdarts", "drnas", "spos")
+# Strategies that evaluate every architecture at full fidelity; the multi-fidelity ones need an
+# estimator with a fidelity axis (see nasjax.estimators), which this command does not build.
+DISCRETE_METHODS = ("random", "regularized_evolution", "evolution", "local_search", "bayesopt", "bo",
+                    "reinforce")
+
+
 def cmd_search(args) -> dict:
+  if args.method in ONESHOT_METHODS:
+    return cmd_search_oneshot(args)
+  if args.method not in DISCRETE_METHODS:
+    raise NasjaxError(f"unknown search method {args.method!r}; accepted: "
+                      f"{', '.join(ONESHOT_METHODS + DISCRETE_METHODS)}")
   import jax
   from nasjax import data, search, spaces, strategies
   from nasjax.estimators.train import ShortTrainingEstimator, short_training_config
   from nasjax.train import config_to_dict
   result_path = _prepare_out(args.out, args.force, resumable=True)
-  if args.method != "random":
-    raise NasjaxError(f"unknown search method {args.method!r}; accepted here: random")
   space = spaces.get_space(args.space)
   dataset = data.load_dataset(args.data, args.data_dir)
   cfg = short_training_config()
@@ -209,7 +219,8 @@ def cmd_search(args) -> dict:
     cfg.train_subset = args.train_subset
   estimator = ShortTrainingEstimator(space, dataset, cfg, show_progress=False)
   identity = {"space": space.name, "data": args.data, "method": args.method, "config": config_to_dict(cfg)}
-  out = search.run(strategies.random_search(space), estimator, args.num_archs, jax.random.key(cfg.seed),
+  strategy = strategies.get_strategy(args.method, space)
+  out = search.run(strategy, estimator, args.num_archs, jax.random.key(cfg.seed),
                    workdir=args.out, identity=identity, show_progress=not args.quiet,
                    to_string=space.to_string)
   best = out["best"]
@@ -219,6 +230,51 @@ def cmd_search(args) -> dict:
           "ranking": sorted(([r["metrics"].get("accuracy"), r["genotype"]] for r in out["history"]
                              if not r["failed"]), reverse=True),
           "_result_path": result_path}
+
+
+def _oneshot_config(args):
+  from nasjax import oneshot
+  cfg = oneshot.demo_search_config(args.method) if args.config == "demo" else oneshot.search_config(args.method)
+  cfg.space = args.space
+  for field in ("epochs", "batch_size", "channels", "layers", "seed", "order", "hessian", "learning_rate",
+                "arch_learning_rate", "partial_channels", "anti_collapse", "eigen_every", "train_subset",
+                "arch_warmup_epochs", "checkpoint_every_steps"):
+    value = getattr(args, field, None)
+    if value is not None:
+      cfg[field] = value
+  if args.flip is not None:
+    cfg.flip = args.flip
+  return cfg
+
+
+def cmd_search_oneshot(args) -> dict:
+  from nasjax import data, oneshot, spaces
+  result_path = _prepare_out(args.out, args.force, resumable=True)
+  space = spaces.get_space(args.space)
+  if not hasattr(space, "supernet_ops"):
+    raise NasjaxError(f"--method {args.method} needs a cell space with a supernet (darts, nasnet, "
+                      f"enas_micro); got {space.name!r}")
+  dataset = data.load_dataset(args.data, args.data_dir)
+  cfg = _oneshot_config(args)
+  result = oneshot.run_search(cfg, space, dataset, workdir=args.out, identity={"data": args.data},
+                              show_progress=not args.quiet)
+  genotype = spaces.Genotype.from_string(result["genotype"])
+  plots = []
+  try:
+    from nasjax.oneshot import plots as oneshot_plots
+    plots = oneshot_plots.plot_search(result["history"], genotype, tuple(space.supernet_ops), args.out)
+  except ImportError:
+    pass
+  keep = ("method", "space", "genotype", "arch", "alphas", "derived_at_epoch", "epochs_run", "seconds",
+          "stopped", "ranking", "history")
+  out = {k: result[k] for k in keep if k in result}
+  last = result["history"][-1] if result["history"] else {}
+  out.update(command="search", genotype_json=genotype.to_json(), data=args.data, seed=cfg.seed,
+             config=cfg.to_dict(), plots=[os.path.basename(p) for p in plots],
+             metrics={k: last[k] for k in ("train_loss", "train_accuracy", "valid_accuracy", "valid_loss")
+                      if k in last},
+             _result_path=result_path)
+  return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
   s = sub.add_parser("search", help="search for an architecture (default: the embedded demo)")
   common(s, "runs/search")
   data_args(s)
-  s.add_argument("--method", default="random")
+  s.add_argument("--method", default="random",
+                 help="one-shot: darts, gdas, pcdarts, drnas, spos; discrete (each candidate trained "
+                      "briefly): random, regularized_evolution, local_search, bayesopt, reinforce")
+  s.add_argument("--config", choices=["paper", "demo"], default="paper",
+                 help="one-shot settings: the method's paper (CIFAR-10 search) or a minutes-long CPU demo")
+  s.add_argument("--order", type=int, choices=[1, 2], default=None, help="DARTS order (2 = exact hypergradient)")
+  s.add_argument("--hessian", choices=["jvp", "unroll", "finite_difference"], default=None,
+                 help="second-order product: exact (jvp, unroll) or the paper's finite difference")
+  s.add_argument("--anti-collapse", choices=["none", "darts_minus", "skip_limit", "eigenvalue"], default=None)
+  s.add_argument("--eigen-every", type=int, default=None, help="log the Hessian eigenvalue every N epochs")
+  s.add_argument("--learning-rate", type=float, default=None)
+  s.add_argument("--arch-learning-rate", type=float, default=None)
+  s.add_argument("--partial-channels", type=int, default=None, help="PC-DARTS K")
+  s.add_argument("--arch-warmup-epochs", type=int, default=None)
+  s.add_argument("--checkpoint-every-steps", type=int, default=None)
+  s.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
   s.add_argument("--space", default="darts")
   s.add_argument("--num-archs", type=int, default=4)
   s.add_argument("--epochs", type=int, default=None)

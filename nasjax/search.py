@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.strategies.base import Strategy
+from nasjax.strategies.base import Strategy, asked_fidelity
 from nasjax.utils.logging import progress
 
 _LOG_NAME = "evaluations.jsonl"
@@ -238,7 +238,9 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     strategy: an ``init / ask / tell`` :class:`Strategy`; fitness is maximised, NaN marks a failure.
     estimator: ``estimator(arch, key) -> metrics`` (a dict holding ``fitness_key``). For a Ray executor it
       must be picklable (see :mod:`nasjax.parallel.ray_executor`); for ``"vmap"`` pure and jittable.
-    budget: the number of architectures to evaluate.
+    budget: the number of architectures to evaluate; for a multi-fidelity strategy (Hyperband), the
+      number of full-training equivalents (``strategy.fidelity_costs`` per level), and the estimator is
+      called as ``estimator(arch, key, fidelity=level)``.
     key: the search's PRNG key; the same key gives the same search with every executor.
     workdir: where ``evaluations.jsonl`` is written; a run with an existing log resumes from it.
     identity: JSON-able settings of the search (space, data, config); a resume must match them.
@@ -265,10 +267,21 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
   history: list[dict] = []
   bar = progress(budget, f"search ({strategy.name})", show_progress)
   round_index = 0
-  while len(history) < budget:
+  multi_fidelity = getattr(strategy, "num_fidelities", 1) > 1
+  spent = 0.0  # full-training equivalents; equals len(history) for single-fidelity strategies
+  while spent < budget - 1e-9:
     ask_key, eval_key = jax.random.split(jax.random.fold_in(loop_key, round_index))
     archs, state = strategy.ask(state, ask_key)
-    archs = np.asarray(archs)[:budget - len(history)]
+    archs = np.asarray(archs)
+    if multi_fidelity:
+      # The strategy chose a fidelity level per architecture; the estimator receives it as ``fidelity=``.
+      # It travels as an extra last column so every executor (serial, vmap, Ray) carries it unchanged.
+      levels = np.asarray(asked_fidelity(strategy, state, len(archs)), np.int32)
+      archs = np.concatenate([archs, levels[:, None]], axis=1)
+      run_estimator = WithFidelity(estimator)
+    else:
+      archs = archs[:max(1, int(math.ceil(budget - spent)))]
+      run_estimator = estimator
     if archs.ndim != 2 or not len(archs):
       raise NasjaxError(f"strategy {strategy.name!r} asked for shape {archs.shape}; ask must return "
                         "int32[P, D] with P >= 1")
@@ -278,7 +291,7 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     for j, arch in enumerate(archs):
       i = start + j
       if i < len(done):
-        if done[i]["arch"] != arch.tolist():
+        if done[i]["arch"] != (arch[:-1] if multi_fidelity else arch).tolist():
           # The log diverged from this run (another key or strategy); never silently mix the two.
           raise NasjaxError(f"{log_path} does not match this search at evaluation {i}; use another --out")
         batch[j] = done[i]
@@ -287,7 +300,7 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
         pending.append(j)
     if pending:
       keys = [jax.random.fold_in(eval_key, j) for j in pending]
-      outcomes = executor.evaluate(estimator, archs[pending], keys, fitness_key)
+      outcomes = executor.evaluate(run_estimator, archs[pending], keys, fitness_key)
       try:
         stream = iter(outcomes)
         for j in pending:
@@ -295,7 +308,10 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
           if outcome is None:
             raise NasjaxError(f"executor {type(executor).__name__} returned fewer outcomes than the "
                               f"{len(pending)} architectures it was given")
-          batch[j] = _record(start + j, archs[j], outcome, identity, to_string)
+          if multi_fidelity:
+            batch[j] = _record(start + j, archs[j, :-1], outcome, identity, to_string, archs[j, -1])
+          else:
+            batch[j] = _record(start + j, archs[j], outcome, identity, to_string)
           if log_path:
             with open(log_path, "a") as f:
               f.write(json.dumps(batch[j]) + "\n")
@@ -304,20 +320,41 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
         _closing(outcomes)
     history.extend(batch)
     fitness = [float("nan") if r["failed"] else r["metrics"].get(fitness_key, float("nan")) for r in batch]
+    if multi_fidelity:
+      archs = archs[:, :-1]
+      spent += float(sum(strategy.fidelity_costs[int(r["fidelity"])] for r in batch))
+    else:
+      spent = float(len(history))
     state = strategy.tell(state, jnp.asarray(archs), jnp.asarray(fitness, jnp.float32))
     round_index += 1
   bar.close()
   ok = [r for r in history if not r["failed"]]
   if not ok:
     raise NasjaxError("every evaluation failed (NaN or Inf, or an error); nothing to report")
+  if multi_fidelity:
+    # Only architectures seen at the highest level evaluated compete: a low-fidelity score is not final.
+    top = max(r["fidelity"] for r in ok)
+    ok = [r for r in ok if r["fidelity"] == top]
   best = max(ok, key=lambda r: r["metrics"][fitness_key])
   return {"best": best, "history": history, "state": jax.device_get(state)}
 
 
+class WithFidelity:
+  """Calls ``estimator(arch, key, fidelity=level)`` for a row ``[*arch, level]`` (picklable for Ray)."""
+
+  def __init__(self, estimator: Callable):
+    self.estimator = estimator
+
+  def __call__(self, row, key):
+    return self.estimator(row[:-1], key, fidelity=row[-1])
+
+
 def _record(index: int, arch: np.ndarray, outcome: Outcome, identity: dict | None,
-            to_string: Callable | None) -> dict:
+            to_string: Callable | None, fidelity: int | None = None) -> dict:
   record = {"index": index, "arch": arch.tolist(), "metrics": outcome.metrics, "failed": bool(outcome.failed),
             "seconds": float(outcome.seconds)}
+  if fidelity is not None:
+    record["fidelity"] = int(fidelity)
   if outcome.error is not None:
     record["error"] = outcome.error
   if outcome.attempts != 1:

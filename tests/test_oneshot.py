@@ -350,3 +350,21 @@ def test_darts_minus_adds_a_decaying_skip_weight():
   np.testing.assert_allclose(start["normal"][:, skip], 1 / 3 + 1.0, rtol=1e-6)
   np.testing.assert_allclose(end["normal"][:, skip], 1 / 3, rtol=1e-6)
   np.testing.assert_allclose(start["reduce"][:, skip], 1 / 3, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_search_then_retrain(tmp_path):
+  from nasjax.cli import main
+  out = tmp_path / "search"
+  assert main(["search", "--method", "darts", "--config", "demo", "--epochs", "1", "--channels", "4",
+               "--layers", "2", "--train-subset", "320", "--out", str(out), "--quiet"]) == 0
+  result = json.loads(open(out / "result.json").read())
+  assert result["genotype"].startswith("Genotype(") and len(result["history"]) == 1
+  assert "alphas" in result["history"][0]
+  # A finished search is never overwritten.
+  assert main(["search", "--method", "darts", "--config", "demo", "--out", str(out), "--quiet"]) == 2
+  retrain = tmp_path / "train"
+  assert main(["train", "--genotype", str(out / "result.json"), "--config", "demo", "--epochs", "1",
+               "--channels", "4", "--layers", "2", "--train-subset", "200", "--out", str(retrain),
+               "--quiet"]) == 0
+  assert json.loads(open(retrain / "result.json").read())["genotype"] == result["genotype"]

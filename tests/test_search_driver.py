@@ -259,3 +259,25 @@ def test_bad_arguments_give_clear_errors():
 
   with pytest.raises(NasjaxError, match="pure, jittable"):
     run(not_jittable, budget=2, executor="vmap")
+
+
+def test_multi_fidelity_strategy_gets_levels_and_budget_in_full_trainings():
+  from nasjax.strategies import hyperband
+  space = NB201Space()
+  strategy = hyperband(space, resources=(1, 3, 9), eta=3)
+  seen = []
+
+  def estimator(arch, key, fidelity):
+    del key
+    seen.append(int(fidelity))
+    return {"accuracy": float(np.sum(np.asarray(arch))) + 0.01 * int(fidelity)}
+
+  out = search.run(strategy, estimator, 6, jax.random.key(0), show_progress=False)
+  levels = [r["fidelity"] for r in out["history"]]
+  assert levels == seen and set(levels) > {0}
+  spent = sum(strategy.fidelity_costs[level] for level in levels)
+  assert 6 <= spent < 6 + 1
+  top = max(levels)
+  assert out["best"]["fidelity"] == top
+  assert out["best"]["metrics"]["accuracy"] == max(r["metrics"]["accuracy"] for r in out["history"]
+                                                  if r["fidelity"] == top)
