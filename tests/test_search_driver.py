@@ -281,3 +281,36 @@ def test_multi_fidelity_strategy_gets_levels_and_budget_in_full_trainings():
   assert out["best"]["fidelity"] == top
   assert out["best"]["metrics"]["accuracy"] == max(r["metrics"]["accuracy"] for r in out["history"]
                                                   if r["fidelity"] == top)
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_killed_regularized_evolution_resumes_to_the_uninterrupted_run(tmp_path):
+  from nasjax.strategies import regularized_evolution
+  space = NB201Space()
+  strategy = regularized_evolution(space, population_size=6, tournament_size=3)
+  table = np.random.default_rng(0).random(space.size)
+
+  def estimator(arch, key):
+    del key
+    return {"accuracy": float(table[int(space.arch_to_index(np.asarray(arch)))])}
+
+  full = search.run(strategy, estimator, 20, jax.random.key(3), show_progress=False)
+  calls = {"n": 0}
+
+  def dying(arch, key):
+    calls["n"] += 1
+    if calls["n"] > 11:
+      raise _Killed()
+    return estimator(arch, key)
+
+  with pytest.raises(_Killed):
+    search.run(strategy, dying, 20, jax.random.key(3), workdir=str(tmp_path), show_progress=False)
+  resumed = search.run(strategy, estimator, 20, jax.random.key(3), workdir=str(tmp_path), show_progress=False)
+  strip = lambda h: [(r["arch"], r["metrics"]) for r in h]
+  assert strip(resumed["history"]) == strip(full["history"])
+  assert resumed["best"]["arch"] == full["best"]["arch"]
+  for a, b in zip(jax.tree.leaves(resumed["state"]), jax.tree.leaves(full["state"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
