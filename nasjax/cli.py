@@ -259,12 +259,12 @@ def cmd_search_oneshot(args) -> dict:
   result = oneshot.run_search(cfg, space, dataset, workdir=args.out, identity={"data": args.data},
                               show_progress=not args.quiet)
   genotype = spaces.Genotype.from_string(result["genotype"])
-  plots = []
-  try:
-    from nasjax.oneshot import plots as oneshot_plots
+  from nasjax.oneshot import plots as oneshot_plots
+  if result["history"] and "alphas" in result["history"][-1]:
     plots = oneshot_plots.plot_search(result["history"], genotype, tuple(space.supernet_ops), args.out)
-  except ImportError:
-    pass
+  else:  # SPOS learns no alphas: only the found cells are drawn
+    plots = [oneshot_plots.plot_cell(genotype, cell, os.path.join(args.out, f"cell_{cell}.png"))
+             for cell in ("normal", "reduce")]
   keep = ("method", "space", "genotype", "arch", "alphas", "derived_at_epoch", "epochs_run", "seconds",
           "stopped", "ranking", "history")
   out = {k: result[k] for k in keep if k in result}

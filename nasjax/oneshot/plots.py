@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+from matplotlib.ticker import MaxNLocator
 
 from nasjax.errors import NasjaxError
 from nasjax.nn.supernet import edge_endpoints
@@ -225,9 +226,9 @@ def alpha_figure(history, ops, cells=CELL_TYPES, genotype=None) -> Figure:
   # A fixed grid, not matplotlib's constrained layout: that measures every tick label of the 14-28 axes
   # and takes seconds per figure; the sizes below leave room for two-line titles and the legend.
   panel_w, panel_h, left, gap, top, bottom = 1.75, 1.55, 0.55, 0.35, 0.75, 0.95
-  legend_rows = math.ceil(len(ops) / 8)
-  bottom += 0.2 * legend_rows
   width = len(cells) * (left + cols * panel_w) + (len(cells) - 1) * gap + 0.15
+  legend_cols = max(1, min(len(ops), int(width / 1.35)))  # an op name and its line take ~1.3 inches
+  bottom += 0.2 * math.ceil(len(ops) / legend_cols)
   height = top + rows * panel_h + bottom
   fig = Figure(figsize=(width, height), dpi=100)
   one_epoch = len(epochs) == 1
@@ -257,6 +258,9 @@ def alpha_figure(history, ops, cells=CELL_TYPES, genotype=None) -> Figure:
           spine.set_linewidth(2.0)
       ax.set_title(title, fontsize=8, fontweight="bold" if chosen else "normal")
       ax.set_ylim(-0.02, 1.02)
+      ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True, min_n_ticks=1))
+      if one_epoch:
+        ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
       ax.grid(alpha=0.3)
       # Every column reaches the last row (the last node reads every earlier node), so x ticks are
       # labelled there only; y ticks in the first column only.
@@ -266,7 +270,7 @@ def alpha_figure(history, ops, cells=CELL_TYPES, genotype=None) -> Figure:
       if dst[e] == rows - 1:
         ax.set_xlabel("epoch", fontsize=8)
   handles = [Line2D([], [], color=op_color(op), lw=2, ls="--" if op == "none" else "-") for op in ops]
-  fig.legend(handles, ops, loc="lower center", ncol=min(len(ops), 8), fontsize=8, frameon=False)
+  fig.legend(handles, ops, loc="lower center", ncol=legend_cols, fontsize=8, frameon=False)
   return fig
 
 
@@ -345,16 +349,23 @@ def _segment_distance(p, a, b) -> float:
 
 
 def _curvature(graph: dict, src, dst, others_between: list, duplicate_rank: int) -> float:
-  """arc3 curvature of an edge: 0 when the straight arrow is clear, else bent away from what blocks it."""
+  """arc3 curvature of an edge: 0 when the straight arrow is clear, else bent away from what blocks it.
+
+  The bend is chosen as a displacement of the arrow's middle in data units (arc3 moves it by rad / 2
+  times the chord length), so long and short arrows bow equally and stay inside the drawing.
+  """
   pos = graph["pos"]
   a, b = pos[src], pos[dst]
+  chord = max(math.dist(a, b), 1e-9)
   if duplicate_rank:
-    return 0.3 * (1 if duplicate_rank % 2 else -1) * ((duplicate_rank + 1) // 2)
+    bow = 0.45 * ((duplicate_rank + 1) // 2) * (1 if duplicate_rank % 2 else -1)
+    return 2 * bow / chord
   blockers = [pos[n] for n in others_between if _segment_distance(pos[n], a, b) < 0.65]
   if not blockers:
     return 0.0
-  best, best_clear = 0.35, -1.0
-  for rad in (0.35, -0.35, 0.6, -0.6):
+  best, best_clear = 2 * 0.8 / chord, -1.0
+  for bow in (0.8, -0.8, 1.2, -1.2):
+    rad = 2 * bow / chord
     mid = _arc_point(a, b, rad, 0.5)
     clear = min(math.dist(mid, p) for p in (pos[n] for n in graph["pos"] if n not in (src, dst)))
     if clear > best_clear + 1e-9:
@@ -393,13 +404,23 @@ def cell_figure(genotype, cell: str) -> Figure:
   """The cell of ``genotype`` as a layered graph (left to right), arrows labelled with their ops."""
   graph = cell_graph(genotype, cell)
   pos, layer = graph["pos"], graph["layer"]
-  xs = [p[0] for p in pos.values()]
-  ys = [p[1] for p in pos.values()]
-  width, height = max(xs) - min(xs) + 2.6, max(ys) - min(ys) + 2.2
-  fig = Figure(figsize=(max(5.0, width * 1.05), max(3.0, height * 0.95)), dpi=100)
-  ax = fig.add_axes((0.01, 0.01, 0.98, 0.9))
-  ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
-  ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0)
+  routes, seen = [], {}
+  for src, dst, op in graph["edges"]:
+    rank = seen.get((src, dst), 0)
+    seen[(src, dst)] = rank + 1
+    between = [n for n in pos if n not in (src, dst) and layer[src] <= layer[n] <= layer[dst]]
+    routes.append((src, dst, op, _curvature(graph, src, dst, between, rank)))
+  # The drawing's extent covers the bowed arrows too, not just the nodes.
+  points = [_arc_point(pos[s], pos[d], rad, t) for s, d, _, rad in routes for t in np.linspace(0, 1, 11)]
+  points += list(pos.values())
+  x_lo, x_hi = min(p[0] for p in points) - 0.8, max(p[0] for p in points) + 0.8
+  y_lo, y_hi = min(p[1] for p in points) - 0.75, max(p[1] for p in points) + 0.75
+  scale = 0.95  # inches per layout unit: 7.5 pt op names fit between two layers
+  fig = Figure(figsize=((x_hi - x_lo) * scale + 0.1, (y_hi - y_lo) * scale + 0.45), dpi=100)
+  height = (y_hi - y_lo) * scale + 0.45
+  ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / height))
+  ax.set_xlim(x_lo, x_hi)
+  ax.set_ylim(y_lo, y_hi)
   ax.set_aspect("equal", adjustable="box")
   ax.axis("off")
   radius = 0.42
@@ -420,13 +441,8 @@ def cell_figure(genotype, cell: str) -> Figure:
     ax.add_patch(patch)
     patches[node] = patch
     ax.text(x, y, text, ha="center", va="center", fontsize=11, zorder=4)
-  seen: dict[tuple, int] = {}
   labels: list[tuple[float, float]] = []
-  for src, dst, op in graph["edges"]:
-    rank = seen.get((src, dst), 0)
-    seen[(src, dst)] = rank + 1
-    between = [n for n in pos if n not in (src, dst) and layer[src] <= layer[n] <= layer[dst]]
-    rad = _curvature(graph, src, dst, between, rank)
+  for src, dst, op, rad in routes:
     color = "#555555" if op is None else op_color(op)
     arrow = FancyArrowPatch(pos[src], pos[dst], patchA=patches[src], patchB=patches[dst],
                             arrowstyle="-|>", mutation_scale=12, lw=1.4 if op else 1.0, color=color,

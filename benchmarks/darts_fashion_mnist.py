@@ -1,0 +1,246 @@
+"""Search then retrain on Fashion-MNIST: first-order DARTS against random search with weight sharing and a
+uniformly random cell, all retrained under the same protocol, so the value of the search is visible.
+
+The two-stage protocol of Liu, Simonyan & Yang ("DARTS: Differentiable Architecture Search", ICLR 2019,
+section 3): search a cell on a small supernet with half of the training images as the architecture's
+validation split, then train a larger network of the derived cell from scratch and report test accuracy.
+The baselines follow Li & Talwalkar ("Random Search and Reproducibility for Neural Architecture Search",
+UAI 2019): random search with weight sharing (SPOS, Guo et al., ECCV 2020: a supernet trained on uniformly
+sampled paths, then the best of sampled cells under the shared weights) and one uniformly random cell of the
+DARTS space, retrained at the same size. Fashion-MNIST: Xiao, Rasul & Vollgraf, arXiv:1708.07747, 2017.
+
+The default budget takes about 90 minutes on one GPU:
+
+    python benchmarks/darts_fashion_mnist.py --out runs/darts_fmnist --json runs/darts_fmnist.json
+
+and a minutes-long CPU smoke run:
+
+    python benchmarks/darts_fashion_mnist.py --search-epochs 1 --search-channels 4 --search-layers 3 \\
+        --search-subset 400 --train-epochs 1 --train-channels 8 --train-layers 3 --train-subset 2000 \\
+        --out /tmp/fmnist --json /tmp/fmnist.json
+
+Every stage writes into ``--out/<method>/{search,retrain}`` with per-epoch checkpoints, and its finished
+result into ``--out/<method>/{search,retrain}.json``: rerunning the same command resumes an interrupted
+stage and reuses finished ones (a rerun with other settings for a stage is refused by the checkpoint's
+identity check; choose another ``--out``). It prints one JSON object and writes it to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+
+from nasjax import data as nasdata
+from nasjax import spaces, train
+from nasjax.errors import NasjaxError
+from nasjax.nn.count import count_params
+from nasjax.oneshot import run_search, search_config
+from nasjax.oneshot.plots import plot_search
+
+DEFAULT_DATA = "/work/shared/data/fashion_mnist.npz"
+METHODS = ("darts", "spos", "random")
+# The random cell's key is derived from --seed but kept apart from every key the searches split from it.
+RANDOM_CELL_STREAM = 7919
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--data", default=DEFAULT_DATA, help="a .npz with x_train, y_train, x_test, y_test")
+  p.add_argument("--methods", default="darts,spos,random", help=f"comma-separated, among {', '.join(METHODS)}")
+  p.add_argument("--search-epochs", type=int, default=20)
+  p.add_argument("--search-channels", type=int, default=16)
+  p.add_argument("--search-layers", type=int, default=5)
+  p.add_argument("--search-subset", type=int, default=20000,
+                 help="images used by the search (half train the weights, half the architecture); 0 = all")
+  p.add_argument("--train-epochs", type=int, default=15)
+  p.add_argument("--train-channels", type=int, default=24)
+  p.add_argument("--train-layers", type=int, default=8)
+  p.add_argument("--train-subset", type=int, default=0, help="training images of the retraining; 0 = all")
+  p.add_argument("--cutout", type=int, default=8, help="cutout size of the retraining (16 is for 32x32 CIFAR)")
+  p.add_argument("--batch-size", type=int, default=64, help="batch size of both stages")
+  p.add_argument("--rank-samples", type=int, default=100, help="cells SPOS samples and ranks by shared weights")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", default="runs/darts_fashion_mnist", help="work directory (checkpoints, plots)")
+  p.add_argument("--json", default=None, help="also write the printed JSON object here")
+  p.add_argument("--quiet", action="store_true", help="no progress bars")
+  args = p.parse_args(argv)
+  methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+  unknown = [m for m in methods if m not in METHODS]
+  if not methods or unknown or len(set(methods)) != len(methods):
+    raise NasjaxError(f"--methods must be distinct names among {', '.join(METHODS)}; got {args.methods!r}")
+  args.methods = methods
+  for name in ("search_epochs", "search_channels", "search_layers", "train_epochs", "train_channels",
+               "train_layers", "batch_size", "rank_samples"):
+    if getattr(args, name) < 1:
+      raise NasjaxError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
+  for name in ("search_subset", "train_subset", "cutout", "seed"):
+    if getattr(args, name) < 0:
+      raise NasjaxError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
+  if args.search_subset and args.search_subset < 2 * args.batch_size:
+    raise NasjaxError(f"--search-subset {args.search_subset} leaves less than one batch of {args.batch_size} "
+                      "for each of the weight and architecture splits; use at least twice the batch size")
+  return args
+
+
+def search_cfg(method: str, args):
+  """The paper's search setting of ``method``, scaled to the command line's budget.
+
+  Fashion-MNIST is 28x28 grey: no flips, so the search sees the images the retraining sees.
+  """
+  cfg = search_config(method)
+  cfg.update(epochs=args.search_epochs, channels=args.search_channels, layers=args.search_layers,
+             batch_size=args.batch_size, train_subset=args.search_subset, seed=args.seed, flip=False,
+             order=1, rank_samples=args.rank_samples, eval_batch_size=500)
+  return cfg
+
+
+def retrain_cfg(args):
+  """The DARTS evaluation protocol with the command line's epochs, width, depth and batch size."""
+  cfg = train.darts_eval_config()
+  cfg.update(epochs=args.train_epochs, channels=args.train_channels, layers=args.train_layers,
+             batch_size=args.batch_size, train_subset=args.train_subset, seed=args.seed, cutout=args.cutout,
+             flip=False)
+  return cfg
+
+
+def _load(path: str, settings: dict) -> dict | None:
+  """A finished stage's result, if it was produced under the same settings."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None  # a stage killed while writing: recompute (its checkpoints make that cheap)
+  return stored if isinstance(stored, dict) and stored.get("settings") == settings else None
+
+
+def _dump(path: str, value: dict) -> None:
+  # Write-then-rename: a killed run leaves either the old file or the new one, never half of one.
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=1)
+  os.replace(tmp, path)
+
+
+def search_stage(method: str, args, space, dataset, outdir: str) -> dict:
+  """Runs (or resumes, or reuses) the search of ``method``; returns its genotype and timing."""
+  cfg = search_cfg(method, args)
+  settings = {"data": args.data, "config": train.config_to_dict(cfg)}
+  done_path = os.path.join(outdir, "search.json")
+  done = _load(done_path, settings)
+  if done is not None:
+    return done
+  t0 = time.perf_counter()
+  result = run_search(cfg, space, dataset, workdir=os.path.join(outdir, "search"),
+                      identity={"data": args.data}, show_progress=not args.quiet)
+  seconds = time.perf_counter() - t0
+  history = result["history"]
+  stage = {"settings": settings, "genotype": result["genotype"], "arch": [int(v) for v in result["arch"]],
+           "search_seconds": seconds,
+           # Epoch time summed over the history counts an interrupted and resumed search in full.
+           "search_epoch_seconds": sum(r["seconds"] for r in history),
+           "search_epochs_run": result["epochs_run"],
+           "supernet_valid_accuracy": history[-1]["valid_accuracy"] if history else None}
+  if method == "spos":
+    stage["weight_sharing_accuracy"] = result["ranking"][0]["accuracy"]
+    stage["ranked_cells"] = len(result["ranking"])
+  else:
+    stage["derived_at_epoch"] = result["derived_at_epoch"]
+    stage["normal_skips"] = history[-1].get("normal_skips")
+    stage["plots"] = plot_search(history, spaces.Genotype.from_string(result["genotype"]),
+                                 space.supernet_ops, os.path.join(outdir, "plots"))
+  _dump(done_path, stage)
+  return stage
+
+
+def random_stage(args, space) -> dict:
+  key = jax.random.fold_in(jax.random.key(args.seed), RANDOM_CELL_STREAM)
+  arch = space.sample(key)
+  return {"genotype": space.to_string(arch), "arch": [int(v) for v in arch], "search_seconds": 0.0,
+          "search_epoch_seconds": 0.0}
+
+
+def retrain_stage(genotype: str, args, dataset, outdir: str) -> dict:
+  """Retrains ``genotype`` (or resumes, or reuses the finished run) and measures it on the test set."""
+  cfg = retrain_cfg(args)
+  genotype = spaces.Genotype.from_string(genotype).to_string()
+  settings = {"data": args.data, "genotype": genotype, "config": train.config_to_dict(cfg)}
+  done_path = os.path.join(outdir, "retrain.json")
+  done = _load(done_path, settings)
+  if done is not None:
+    return done
+  t0 = time.perf_counter()
+  fit = train.train_genotype(spaces.Genotype.from_string(genotype), dataset, cfg,
+                             workdir=os.path.join(outdir, "retrain"), show_progress=not args.quiet,
+                             identity=settings)
+  seconds = time.perf_counter() - t0
+  stage = {"settings": settings, "retrain_seconds": seconds,
+           "retrain_epoch_seconds": sum(r["seconds"] for r in fit.history),
+           # Parameters as the papers count them: the auxiliary head left out.
+           "params": count_params(jax.device_get(fit.state["params"])),
+           "test_accuracy": fit.final["eval_accuracy"], "test_loss": fit.final["eval_loss"],
+           "final_train_accuracy": fit.final["train_accuracy"]}
+  _dump(done_path, stage)
+  return stage
+
+
+def run(args) -> dict:
+  t_start = time.perf_counter()
+  dataset = nasdata.load_dataset(args.data)
+  space = spaces.get_space("darts")
+  os.makedirs(args.out, exist_ok=True)
+  report = {
+      "benchmark": "darts_fashion_mnist",
+      "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+                   if k not in ("quiet", "json")},
+      "data": {"name": dataset.name, "train_images": int(len(dataset.x_train)),
+               "test_images": int(len(dataset.x_test)), "input_shape": list(dataset.input_shape)},
+      "search_config": {m: train.config_to_dict(search_cfg(m, args)) for m in args.methods if m != "random"},
+      "retrain_config": train.config_to_dict(retrain_cfg(args)),
+      "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}",
+      "versions": {"python": platform.python_version(), "jax": jax.__version__},
+      "methods": {},
+  }
+  for method in args.methods:
+    outdir = os.path.join(args.out, method)
+    os.makedirs(outdir, exist_ok=True)
+    found = random_stage(args, space) if method == "random" else search_stage(method, args, space, dataset,
+                                                                              outdir)
+    trained = retrain_stage(found["genotype"], args, dataset, outdir)
+    # The encoding stays in <method>/search.json; the report shows the genotype in the papers' notation.
+    entry = {k: v for k, v in found.items() if k not in ("settings", "arch")}
+    entry.update({k: v for k, v in trained.items() if k != "settings"})
+    report["methods"][method] = entry
+    print(f"[{method}] test accuracy {entry['test_accuracy']:.4f}, {entry['params']} params, "
+          f"search {entry['search_seconds']:.0f} s, retrain {entry['retrain_seconds']:.0f} s", file=sys.stderr)
+  report["total_seconds"] = time.perf_counter() - t_start
+  return report
+
+
+def main(argv=None) -> int:
+  try:
+    args = parse_args(argv)
+    report = run(args)
+  except NasjaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  text = json.dumps(report, indent=1)
+  print(text)
+  if args.json:
+    parent = os.path.dirname(os.path.abspath(args.json))
+    os.makedirs(parent, exist_ok=True)
+    with open(args.json, "w") as f:
+      f.write(text + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
