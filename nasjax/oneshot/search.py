@@ -150,12 +150,12 @@ class Search:
   # ------------------------------------------------------------------------------------------ state
   def init_state(self, seed: int | None = None) -> dict:
     seed = self.cfg.seed if seed is None else seed
-    arch_key, loop_key = jax.random.split(jax.random.key(seed))
+    arch_key, probe_key, loop_key = jax.random.split(jax.random.key(seed), 3)
     x = jnp.zeros((2,) + tuple(self.input_shape), jnp.float32)
-    num_ops = len(self.space.supernet_ops)
-    probe = self.method.mix(self.method.init_arch(arch_key, self.net.num_edges, num_ops), arch_key, 0.0)
+    arch = self.method.init_arch(arch_key, self.net.num_edges, len(self.space.supernet_ops))
+    # Only the shapes of the mixing weights matter for building the variables.
+    probe = self.method.mix(arch, probe_key, 0.0)
     variables = init_variables(self.net, init_key(seed), x, probe, train=False, hard=self.method.hard)
-    arch = self.method.init_arch(arch_key, self.net.num_edges, num_ops)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}), "arch": arch,
             "weight_opt": self.weight_tx.init(variables["params"]), "arch_opt": self.arch_tx.init(arch),
             "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(loop_key)}
