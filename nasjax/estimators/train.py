@@ -41,9 +41,15 @@ class ShortTrainingEstimator:
   """``estimator(arch, key) -> metrics`` for a cell space whose edges can express the architecture."""
 
   def __init__(self, space, dataset: nasdata.Dataset, cfg=None, mesh=None, show_progress=False,
-               model: str = "network"):
+               model: str = "network", fidelity_epochs: tuple[int, ...] | None = None):
+    """``fidelity_epochs`` (e.g. ``(1, 3, 9)``) gives the epochs of each fidelity level, so a
+    multi-fidelity strategy (Hyperband) calls ``estimator(arch, key, fidelity=level)``; the learning-rate
+    schedule then spans that level's epochs, as a genuinely shorter training would."""
     if model not in ("network", "supernet"):
       raise NasjaxError(f"unknown estimator model {model!r}; accepted: network, supernet")
+    if fidelity_epochs is not None and (not fidelity_epochs or any(int(e) < 1 for e in fidelity_epochs)):
+      raise NasjaxError(f"fidelity_epochs must be a non-empty tuple of positive epoch counts, got {fidelity_epochs!r}")
+    self.fidelity_epochs = tuple(int(e) for e in fidelity_epochs) if fidelity_epochs else None
     self.model = model
     self.space = space
     self.cfg = cfg or short_training_config()
@@ -91,13 +97,26 @@ class ShortTrainingEstimator:
                             jax.random.key(0))
     return count_params(shapes["params"])
 
-  def __call__(self, arch, key) -> dict:
+  def __call__(self, arch, key, fidelity=None) -> dict:
     arch = np.asarray(arch)
     self.space.check(arch)
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     cfg = self.cfg.copy_and_resolve_references()
     cfg.seed = seed
+    tx = self.tx
+    if fidelity is not None:
+      if self.fidelity_epochs is None:
+        raise NasjaxError("this estimator has no fidelity levels; build it with fidelity_epochs=(...)")
+      level = int(fidelity)
+      if not 0 <= level < len(self.fidelity_epochs):
+        raise NasjaxError(f"fidelity level {level} outside 0..{len(self.fidelity_epochs) - 1}")
+      cfg.epochs = self.fidelity_epochs[level]
+      if cfg.epochs != self.cfg.epochs:
+        tx = make_optimizer(cfg, nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size).steps_per_epoch)
     t0 = time.perf_counter()
+    if self.model == "supernet" and tx is not self.tx:
+      raise NasjaxError("fidelity levels with other epoch counts need model='network' (the supernet "
+                        "estimator compiles one schedule)")
     if self.model == "supernet":
       extra = jnp.asarray(self.space.edge_ops(jnp.asarray(arch)), jnp.int32)
       model_init, train_step, eval_step = self._model_init, self._train_step, self._eval_step
@@ -107,9 +126,9 @@ class ShortTrainingEstimator:
       sample = jnp.zeros((2,) + self.dataset.input_shape, jnp.float32)
       model_fn = network_model_fn(network)
       model_init = lambda k: network.init({"params": k, "dropout": k}, sample)  # noqa: E731
-      train_step = make_train_step(model_fn, self.tx, cfg, self.dataset.mean, self.dataset.std)
+      train_step = make_train_step(model_fn, tx, cfg, self.dataset.mean, self.dataset.std)
       eval_step = make_eval_step(model_fn, self.dataset.mean, self.dataset.std)
-    state = init_state(model_init, self.tx, seed, extra=extra)
+    state = init_state(model_init, tx, seed, extra=extra)
     state = nasdata.replicate(state, self.mesh)
     batcher = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size, seed=seed)
     state, history = run_epochs(train_step, None, state, batcher, cfg, self.mesh,
