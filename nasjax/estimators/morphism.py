@@ -49,7 +49,7 @@ from flax import serialization
 from nasjax import data as nasdata
 from nasjax.errors import NasjaxError
 from nasjax.estimators.curves import make_epoch_fn
-from nasjax.estimators.train import short_training_config
+from nasjax.estimators.train import estimation_splits, short_training_config
 from nasjax.nn.chain_network import (CLASSIFIER, IMAGE, ChainNetwork, LayerPlan, chain_model_fn,
                                      chain_network, init_variables, layer_names, plan_network)
 from nasjax.nn.ops import BN_EPSILON
@@ -359,11 +359,7 @@ class MorphismEstimator:
       raise NasjaxError(f"archive_size must be a positive integer; got {archive_size!r}")
     self.space = space
     self.cfg = cfg or morphism_training_config()
-    x_tr, y_tr, x_va, y_va = nasdata.train_valid_split(dataset.x_train, dataset.y_train,
-                                                       self.cfg.valid_fraction, self.cfg.seed)
-    if self.cfg.train_subset:
-      x_tr, y_tr = nasdata.subset(x_tr, y_tr, self.cfg.train_subset, self.cfg.seed)
-    self.data = (x_tr, y_tr.astype(np.int32), x_va, y_va.astype(np.int32))
+    self.data = estimation_splits(dataset, self.cfg)
     self.dataset = dataset
     self.input_shape = dataset.input_shape
     self.mesh = mesh or nasdata.data_mesh()

@@ -37,6 +37,17 @@ def short_training_config() -> ml_collections.ConfigDict:
   return cfg
 
 
+def estimation_splits(dataset: nasdata.Dataset, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(x_train, y_train, x_valid, y_valid) a training-based estimator uses: a stratified validation split of
+  the training set (``cfg.valid_fraction``), then an optional class-balanced training subset
+  (``cfg.train_subset``); labels int32."""
+  x_tr, y_tr, x_va, y_va = nasdata.train_valid_split(dataset.x_train, dataset.y_train, cfg.valid_fraction,
+                                                     cfg.seed)
+  if cfg.train_subset:
+    x_tr, y_tr = nasdata.subset(x_tr, y_tr, cfg.train_subset, cfg.seed)
+  return x_tr, y_tr.astype(np.int32), x_va, y_va.astype(np.int32)
+
+
 class ShortTrainingEstimator:
   """``estimator(arch, key) -> metrics`` for a cell space whose edges can express the architecture."""
 
@@ -56,15 +67,11 @@ class ShortTrainingEstimator:
     if not hasattr(space, "edge_ops"):
       raise NasjaxError(f"the short-training estimator needs a cell space (darts, nasnet, enas_micro), "
                         f"got {getattr(space, 'name', space)!r}")
-    x_tr, y_tr, x_va, y_va = nasdata.train_valid_split(dataset.x_train, dataset.y_train,
-                                                       self.cfg.valid_fraction, self.cfg.seed)
-    if self.cfg.train_subset:
-      x_tr, y_tr = nasdata.subset(x_tr, y_tr, self.cfg.train_subset, self.cfg.seed)
-    self.data = (x_tr, y_tr.astype(np.int32), x_va, y_va.astype(np.int32))
+    self.data = estimation_splits(dataset, self.cfg)
     self.dataset = dataset
     self.mesh = mesh or nasdata.data_mesh()
     self.show_progress = show_progress
-    steps_per_epoch = nasdata.Batcher(x_tr, y_tr, self.cfg.batch_size).steps_per_epoch
+    steps_per_epoch = nasdata.Batcher(self.data[0], self.data[1], self.cfg.batch_size).steps_per_epoch
     self.tx = make_optimizer(self.cfg, steps_per_epoch)
     if model == "network":
       return

@@ -49,7 +49,7 @@ from nasjax.oneshot.hypergradient import (architecture_gradient, dominant_eigenv
 from nasjax.oneshot.method import CELL_TYPES, Method
 from nasjax.oneshot.pcdarts import pcdarts
 from nasjax.oneshot.spos import spos
-from nasjax.train import init_key
+from nasjax.train import evaluate, init_key
 from nasjax.utils import checkpoint as ckpt
 from nasjax.utils.logging import MetricsLogger, progress
 
@@ -127,10 +127,9 @@ class Search:
     check_config(cfg)
     self.cfg, self.space = cfg, space
     self.method = make_method(cfg, space)
-    partial = self.method.partial_channels if cfg.method == "pcdarts" else 1
     self.net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
                                   stem_multiplier=cfg.stem_multiplier, dw_impl=cfg.dw_impl,
-                                  partial_channels=partial, edge_batching=cfg.edge_batching)
+                                  partial_channels=self.method.partial_channels, edge_batching=cfg.edge_batching)
     self.input_shape, self.mean, self.std = input_shape, mean, std
     self.mesh = mesh or nasdata.data_mesh()
     self.steps_per_epoch = steps_per_epoch
@@ -366,7 +365,7 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
                               "learning_rate": float(search.schedule(epoch * steps_per_epoch))}
     record.update({f"train_{k}" if k in ("loss", "accuracy") else k: v / max(1, done)
                    for k, v in sums.items() if v or k != "valid_loss"})
-    ev = _evaluate(search, state, xv, yv.astype(np.int32), cfg.eval_batch_size, mesh)
+    ev = evaluate(search.eval_step, state, xv, yv.astype(np.int32), cfg.eval_batch_size, mesh)
     record.update(valid_accuracy=ev["accuracy"], valid_eval_loss=ev["loss"])
     if search.method.bilevel:
       record.update(_record_arch(search, jax.device_get(state["arch"])))
@@ -414,11 +413,6 @@ def _collapse_check(cfg, history: list[dict]) -> tuple[str | None, dict | None]:
         return (f"dominant Hessian eigenvalue grew from {before:.4g} to {now:.4g} (ratio {before / now:.3f} "
                 f"< {cfg.eigen_ratio}); keeping the cell of epoch {keep['epoch']}"), keep
   return None, None
-
-
-def _evaluate(search: Search, state, x, y, batch_size: int, mesh) -> dict:
-  from nasjax.train import evaluate
-  return evaluate(search.eval_step, state, x, y, batch_size, mesh)
 
 
 def rank_architectures(search: Search, state, x, y, cfg) -> list[dict]:
