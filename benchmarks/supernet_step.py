@@ -71,7 +71,8 @@ def run_nasjax_search_step(mode: str, args) -> dict:
   from nasjax.spaces import darts_space
   cfg = search_config(args.method)
   cfg.update(channels=args.C, layers=args.layers, batch_size=args.batch, order=2 if mode == "second" else 1,
-             hessian=args.hessian, dw_impl=args.dw_impl, arch_warmup_epochs=0)
+             hessian=args.hessian, dw_impl=args.dw_impl, edge_loop=args.edge_loop,
+             arch_warmup_epochs=0)
   if args.partial_channels:
     cfg.partial_channels = args.partial_channels
   search = Search(cfg, darts_space(), (32, 32, 3), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 1000)
@@ -109,7 +110,7 @@ def _time(step, state, args) -> dict:
 def run_nasjax(mode: str, args) -> dict:
   common = {"impl": "nasjax", "mode": mode, "batch": args.batch, "C": args.C, "layers": args.layers,
             "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-            "dw_impl": args.dw_impl, "jax_version": jax.__version__}
+            "dw_impl": args.dw_impl, "edge_loop": args.edge_loop, "jax_version": jax.__version__}
   if mode in ("first", "second"):
     out = run_nasjax_search_step(mode, args)
   else:
@@ -121,7 +122,8 @@ def run_nasjax(mode: str, args) -> dict:
 
 def run_nasjax_plain(mode: str, args) -> dict:
   from nasjax.nn.init import init_variables
-  net = Supernet(channels=args.C, layers=args.layers, num_classes=10, dw_impl=args.dw_impl)
+  net = Supernet(channels=args.C, layers=args.layers, num_classes=10, dw_impl=args.dw_impl,
+                 edge_loop=args.edge_loop)
   key_alpha, key_x = jax.random.split(jax.random.key(0))
   x = jax.random.normal(key_x, (args.batch, 32, 32, 3))
   y = jnp.arange(args.batch) % 10
@@ -160,6 +162,7 @@ def main(argv=None):
   ap.add_argument("--steps", type=int, default=5)
   ap.add_argument("--warmup", type=int, default=2)
   ap.add_argument("--dw-impl", default="auto")
+  ap.add_argument("--edge-loop", default="auto", help="scan (auto) or unroll: how a cell's edges run")
   ap.add_argument("--torch-python", default=None, help="python with torch, to run the reference too")
   ap.add_argument("--reference", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                                       "reference", "torch_darts_step.py"))

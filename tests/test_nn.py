@@ -129,7 +129,7 @@ def test_partial_channels_shapes():
   variables = jax.jit(lambda k: net.init(k, x, w, train=True))(jax.random.key(0))
   assert jax.jit(lambda v: net.apply(v, x, w))(variables).shape == (2, 3)
   # Each edge's ops see C/K = 2 of the 8 channels (cell 0, edges leaving the first input).
-  sep = variables["params"]["cell_0"]["from_0"]["edges"]["candidates_3"]
+  sep = variables["params"]["cell_0"]["all_edges"]["edges"]["candidates_3"]
   kernels = [leaf for leaf in jax.tree.leaves(sep) if leaf.ndim == 3]  # pointwise: [edges, C_in, C_out]
   assert kernels and all(k.shape[1:] == (2, 2) for k in kernels)
 
@@ -209,3 +209,55 @@ def test_unknown_stem_and_op_in_genotype_are_clear_errors():
                reduce=(("skip_connect", 0), ("skip_connect", 1)), reduce_concat=(2,))
   with pytest.raises(NasjaxError, match="conv_9x9"):
     Network(g, 4, 3).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+
+
+def test_scanned_edges_equal_unrolled_edges_with_their_gradients():
+  """The scan path (canonical convolutions, custom in-place edge gradients) against plain autodiff."""
+  ops_ = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
+  nets = {loop: Supernet(ops=ops_, num_nodes=2, channels=4, layers=3, num_classes=3, edge_loop=loop)
+          for loop in ("scan", "unroll")}
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+  labels = jnp.array([0, 1, 2, 1])
+  alphas = {k: jax.random.normal(jax.random.key(i), (SMALL_E, SMALL_O)) for i, k in enumerate(("normal", "reduce"))}
+  variables = nets["unroll"].init(jax.random.key(1), x, alphas, train=True)
+  # Same variable tree in both layouts: the edge loop is a runtime choice, not a different model.
+  assert jax.tree.structure(variables) == jax.tree.structure(nets["scan"].init(jax.random.key(1), x, alphas,
+                                                                                   train=True))
+
+  def results(net):
+    def loss(params, a, hard=False, train=True):
+      arch = {k: jax.nn.softmax(t, -1) for k, t in a.items()}
+      v = {"params": params, "batch_stats": variables["batch_stats"]}
+      if train:
+        logits, stats = net.apply(v, x, arch, train=True, hard=hard, mutable=["batch_stats"])
+      else:
+        logits, stats = net.apply(v, x, arch, train=False), {}
+      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels]), stats
+    params = variables["params"]
+    grads = jax.grad(loss, (0, 1), has_aux=True)(params, alphas)
+    hard = jax.grad(lambda p, a: loss(p, a, hard=True)[0], (0, 1))(params, alphas)
+    evaluation = jax.grad(lambda p, a: loss(p, a, train=False)[0], (0, 1))(params, alphas)
+    tangent = jax.tree.map(lambda t: 0.01 * jnp.ones_like(t), params)
+    hvp = jax.jvp(lambda p: jax.grad(lambda a: loss(p, a)[0])(alphas), (params,), (tangent,))[1]
+    return grads, hard, evaluation, hvp
+
+  got = jax.jit(lambda: results(nets["scan"]))()
+  want = jax.jit(lambda: results(nets["unroll"]))()
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_unrolled_supernet_supports_pure_forward_mode(tiny_supernet):
+  net, x, variables = tiny_supernet
+  net = net.clone(edge_loop="unroll")
+  w = {k: jax.nn.softmax(jnp.zeros((SMALL_E, SMALL_O))) for k in ("normal", "reduce")}
+  tangent = jax.tree.map(jnp.ones_like, variables["params"])
+  out, dout = jax.jvp(lambda p: net.apply({**variables, "params": p}, x, w), (variables["params"],), (tangent,))
+  assert out.shape == dout.shape == (4, 5) and np.isfinite(np.asarray(dout)).all()
+
+
+def test_unknown_edge_loop_is_a_clear_error():
+  net = Supernet(ops=SMALL_OPS, num_nodes=2, channels=4, layers=1, num_classes=3, edge_loop="vmap")
+  w = {k: jnp.zeros((SMALL_E, SMALL_O)) for k in ("normal", "reduce")}
+  with pytest.raises(NasjaxError, match="unknown edge loop 'vmap'"):
+    net.init(jax.random.key(0), jnp.ones((1, 4, 4, 3)), w)

@@ -10,7 +10,7 @@ search supernet 133 s) while running in milliseconds. :func:`init_variables` ins
 
 The distributions are those of nasjax's modules: every ``kernel`` is LeCun-normal (truncated normal,
 variance ``1 / fan_in``, ``fan_in`` = product of all but the output axis; a leading edge axis of a stacked
-:class:`~nasjax.nn.supernet.EdgeGroup` is a batch of kernels and not part of ``fan_in``), BatchNorm
+:class:`~nasjax.nn.supernet.EdgeStack` is a batch of kernels and not part of ``fan_in``), BatchNorm
 ``scale``/``var`` are ones, ``bias``/``mean`` zeros. A leaf of any other name falls back to the
 module's own ``init``, so a new op with another initialiser stays correct, just slower to compile.
 """

@@ -6,15 +6,19 @@ The op set is the union of DARTS (Liu et al. 2019, "DARTS: Differentiable Archit
 :class:`OpConfig`; a new op is one ``@register_op`` entry.
 
 Depthwise convolutions are the hot spot of these search spaces. XLA:CPU runs a grouped convolution
-(``feature_group_count=C``) 4-10x slower than either a dense convolution with a block-diagonal kernel (few
-channels) or a sum of shifted slices (more channels), while GPUs run the grouped form best. The
-``dw_impl`` field picks the formulation; ``"auto"`` decides per backend and channel count from the
-measurements in ``benchmarks/depthwise.py``. All three compute the same function with the same parameters.
+(``feature_group_count=C``) 4-10x slower than a dense convolution with a block-diagonal kernel, while
+GPUs run the grouped form best. The dense form costs C times the multiply-adds, but in a DARTS supernet
+the channels double exactly when the resolution halves, so its cost is the same in every stage; and
+inside the scanned edges of :mod:`nasjax.nn.supernet` it is the only form that compiles quickly (a sum of
+shifted slices, ``"shift"``, is fast to run but compiles several times slower). The ``dw_impl`` field
+picks the formulation (``"auto"``: dense on CPU, grouped elsewhere); all three compute the same function
+with the same parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -24,6 +28,7 @@ import numpy as np
 from jax import lax
 
 from nasjax.errors import NasjaxError
+from nasjax.nn.conv import conv2d
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "dense", "shift")
 # PyTorch's BatchNorm momentum 0.1 is Flax's 0.9 (Flax weights the old running value).
@@ -38,6 +43,8 @@ class OpConfig:
   stride: int = 1
   affine: bool = True
   dw_impl: str = "auto"
+  # "canonical" inside scanned supernet edges on CPU (see nasjax.nn.conv), else "xla".
+  conv_impl: str = "xla"
 
 
 OpFactory = Callable[[OpConfig], nn.Module]
@@ -66,9 +73,10 @@ def resolve_dw_impl(impl: str, channels: int, backend: str | None = None) -> str
     raise NasjaxError(f"unknown depthwise implementation {impl!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}")
   if impl != "auto":
     return impl
+  del channels  # kept in the signature: the choice may depend on it on other backends
   if (backend or jax.default_backend()) != "cpu":
     return "grouped"
-  return "dense" if channels <= 16 else "shift"
+  return "dense"
 
 
 def resolve_pool_impl(backend: str | None = None) -> str:
@@ -81,7 +89,8 @@ def _pad_pairs(kernel: Sequence[int], dilation: int) -> tuple[tuple[int, int], .
   return tuple((dilation * (k - 1) // 2,) * 2 for k in kernel)
 
 
-def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, impl: str) -> jax.Array:
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, impl: str,
+                   conv_impl: str = "xla") -> jax.Array:
   """Depthwise 2-D convolution of NHWC ``x`` with an HWIO kernel of shape (kh, kw, 1, C)."""
   kh, kw, _, channels = kernel.shape
   pads = _pad_pairs((kh, kw), dilation)
@@ -98,14 +107,12 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
     # Block-diagonal dense kernel: C times the FLOPs, but XLA:CPU's dense convolution is far faster
     # than its grouped one at the small channel counts of search supernets.
     kernel = kernel[:, :, 0, :, None] * jnp.eye(channels, dtype=kernel.dtype)
-    groups = 1
-  elif impl == "grouped":
-    groups = channels
-  else:
+    return conv2d(x, kernel, stride, pads, dilation, conv_impl)
+  if impl != "grouped":
     raise NasjaxError(f"unknown depthwise implementation {impl!r}; accepted: grouped, dense, shift")
   return lax.conv_general_dilated(
       x, kernel, (stride, stride), pads, rhs_dilation=(dilation, dilation),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
 
 
 def _shifted_windows(x: jax.Array, window: int, stride: int, dilation: int = 1):
@@ -120,11 +127,14 @@ def _shifted_windows(x: jax.Array, window: int, stride: int, dilation: int = 1):
            x.shape[3]), (1, stride, stride, 1))
 
 
-def pool(x: jax.Array, kind: str, window: int, stride: int, impl: str) -> jax.Array:
+def pool(x: jax.Array, kind: str, window: int, stride: int, impl: str,
+         custom_gradient: bool = False) -> jax.Array:
   """Max or average pooling with "same" padding; averages count real pixels only (count_include_pad=False).
 
   ``impl="shift"`` combines shifted slices elementwise: XLA:CPU runs the gradient of ``reduce_window``
-  max pooling (select-and-scatter) about 10x slower than this.
+  max pooling (select-and-scatter) about 10x slower than this. ``custom_gradient`` (max pooling in the
+  scanned supernet edges) swaps autodiff's select chain for an arg-max rule that compiles ~3x faster;
+  it supports reverse mode and forward-over-reverse, not pure forward mode.
   """
   p = window // 2
   if impl != "shift":
@@ -132,16 +142,61 @@ def pool(x: jax.Array, kind: str, window: int, stride: int, impl: str) -> jax.Ar
     if kind == "max":
       return nn.max_pool(x, (window, window), (stride, stride), pad)
     return nn.avg_pool(x, (window, window), (stride, stride), pad, count_include_pad=False)
-  fill = -jnp.inf if kind == "max" else 0.0
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=fill)
+  if kind == "max":
+    return _shift_max_pool(x, window, stride) if custom_gradient else _max_pool_forward(x, window, stride)[0]
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
   out = None
   for _, _, view in _shifted_windows(xp, window, stride):
-    out = view if out is None else (jnp.maximum(out, view) if kind == "max" else out + view)
-  if kind == "max":
-    return out
+    out = view if out is None else out + view
   ones = np.pad(np.ones(x.shape[1:3], np.float32), p)
   counts = sum(v for _, _, v in _shifted_windows_np(ones, window, stride))
   return out / jnp.asarray(counts, x.dtype)[None, :, :, None]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _shift_max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
+  """Max pooling over shifted slices; the gradient goes to the first maximum of each window.
+
+  Written with its own gradient because autodiff of a chain of ``maximum``s is a chain of selects
+  that XLA:CPU compiles slowly (one max-pool edge: 5.5 s of a cell's compile); here the backward pass is
+  one arg-max over the stacked window taps and one scatter-free sum of shifted, masked gradients. First
+  maximum, as PyTorch's and XLA's own max pooling route ties.
+  """
+  return _max_pool_forward(x, window, stride)[0]
+
+
+def _max_pool_forward(x, window, stride):
+  p = window // 2
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+  views = [view for _, _, view in _shifted_windows(xp, window, stride)]
+  out = views[0]
+  for view in views[1:]:
+    out = jnp.maximum(out, view)
+  return out, xp
+
+
+def _shift_max_pool_fwd(x, window, stride):
+  out, _ = _max_pool_forward(x, window, stride)
+  return out, x
+
+
+def _shift_max_pool_bwd(window, stride, x, g):
+  p = window // 2
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+  views = jnp.stack([view for _, _, view in _shifted_windows(xp, window, stride)])
+  winner = jnp.argmax(views, axis=0)
+  grad_xp = jnp.zeros(xp.shape, g.dtype)
+  out_h, out_w = g.shape[1:3]
+  for t in range(window * window):
+    i, j = divmod(t, window)
+    routed = jnp.where(winner == t, g, 0.0)
+    grad_xp = grad_xp + lax.pad(routed, jnp.zeros((), g.dtype),
+                                [(0, 0, 0), (i, xp.shape[1] - i - (out_h - 1) * stride - 1, stride - 1),
+                                 (j, xp.shape[2] - j - (out_w - 1) * stride - 1, stride - 1), (0, 0, 0)])
+  return (grad_xp[:, p:p + x.shape[1], p:p + x.shape[2], :],)
+
+
+_shift_max_pool.defvjp(_shift_max_pool_fwd, _shift_max_pool_bwd)
 
 
 def _shifted_windows_np(plane: np.ndarray, window: int, stride: int):
@@ -162,13 +217,15 @@ class DepthwiseConv(nn.Module):
   stride: int = 1
   dilation: int = 1
   impl: str = "auto"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x):
     channels = x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=-1),
                         (self.kernel_size, self.kernel_size, 1, channels))
-    return depthwise_conv(x, kernel, self.stride, self.dilation, resolve_dw_impl(self.impl, channels))
+    return depthwise_conv(x, kernel, self.stride, self.dilation, resolve_dw_impl(self.impl, channels),
+                          self.conv_impl)
 
 
 class Pointwise(nn.Module):
@@ -184,11 +241,29 @@ class Pointwise(nn.Module):
     return jnp.einsum("bhwc,cd->bhwd", x, kernel)
 
 
+class Conv(nn.Module):
+  """Bias-free convolution with the papers' symmetric padding, through :func:`nasjax.nn.conv.conv2d`.
+
+  Same parameter (``kernel``, HWIO, LeCun normal) as ``flax.linen.Conv(use_bias=False)``.
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  dilation: int = 1
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (*self.kernel_size, x.shape[-1], self.features))
+    return conv2d(x, kernel, self.strides, _pad_pairs(self.kernel_size, self.dilation), self.dilation,
+                  self.impl)
+
+
 def conv(features: int, kernel: Sequence[int], stride: Sequence[int] | int = 1, dilation: int = 1,
-         name: str | None = None) -> nn.Conv:
+         name: str | None = None, impl: str = "xla") -> Conv:
   strides = (stride, stride) if isinstance(stride, int) else tuple(stride)
-  return nn.Conv(features, tuple(kernel), strides, padding=_pad_pairs(kernel, dilation),
-                 kernel_dilation=(dilation, dilation), use_bias=False, name=name)
+  return Conv(features, tuple(kernel), strides, dilation, impl, name=name)
 
 
 class Zero(nn.Module):
@@ -229,13 +304,14 @@ class ReLUConvBN(nn.Module):
   stride: int = 1
   dilation: int = 1
   affine: bool = True
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if tuple(self.kernel) == (1, 1) and self.dilation == 1:
       x = Pointwise(self.features, self.stride)(nn.relu(x))
     else:
-      x = conv(self.features, self.kernel, self.stride, self.dilation)(nn.relu(x))
+      x = conv(self.features, self.kernel, self.stride, self.dilation, impl=self.conv_impl)(nn.relu(x))
     return batch_norm(train, self.affine)(x)
 
 
@@ -259,10 +335,11 @@ class DilConv(nn.Module):
   dilation: int = 1
   affine: bool = True
   dw_impl: str = "auto"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, self.dw_impl)(nn.relu(x))
+    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, self.dw_impl, self.conv_impl)(nn.relu(x))
     x = Pointwise(self.features)(x)
     return batch_norm(train, self.affine)(x)
 
@@ -274,24 +351,25 @@ class SepConv(nn.Module):
   stride: int = 1
   affine: bool = True
   dw_impl: str = "auto"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine, self.dw_impl)(x, train)
-    return DilConv(self.features, self.kernel_size, 1, 1, self.affine, self.dw_impl)(x, train)
+    x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine, self.dw_impl, self.conv_impl)(x, train)
+    return DilConv(self.features, self.kernel_size, 1, 1, self.affine, self.dw_impl, self.conv_impl)(x, train)
 
 
 class Pool(nn.Module):
   kind: str
   window: int
   stride: int = 1
-
   impl: str = "auto"
+  custom_gradient: bool = False
 
   def __call__(self, x, train: bool = False):
     del train
     impl = resolve_pool_impl() if self.impl == "auto" else self.impl
-    return pool(x, self.kind, self.window, self.stride, impl)
+    return pool(x, self.kind, self.window, self.stride, impl, self.custom_gradient)
 
 
 class FactorizedConv(nn.Module):
@@ -300,12 +378,13 @@ class FactorizedConv(nn.Module):
   kernel_size: int
   stride: int = 1
   affine: bool = True
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = nn.relu(x)
-    x = conv(self.features, (1, self.kernel_size), (1, self.stride))(x)
-    x = conv(self.features, (self.kernel_size, 1), (self.stride, 1))(x)
+    x = conv(self.features, (1, self.kernel_size), (1, self.stride), impl=self.conv_impl)(x)
+    x = conv(self.features, (self.kernel_size, 1), (self.stride, 1), impl=self.conv_impl)(x)
     return batch_norm(train, self.affine)(x)
 
 
@@ -320,19 +399,24 @@ def _skip(c: OpConfig) -> nn.Module:
 
 
 for _k in (3, 5, 7):
-  register_op(f"max_pool_{_k}x{_k}")(lambda c, k=_k: Pool("max", k, c.stride))
+  register_op(f"max_pool_{_k}x{_k}")(
+      lambda c, k=_k: Pool("max", k, c.stride, custom_gradient=c.conv_impl == "canonical"))
 register_op("avg_pool_3x3")(lambda c: Pool("avg", 3, c.stride))
 for _k in (3, 5, 7):
-  register_op(f"sep_conv_{_k}x{_k}")(lambda c, k=_k: SepConv(c.channels, k, c.stride, c.affine, c.dw_impl))
+  register_op(f"sep_conv_{_k}x{_k}")(lambda c, k=_k: SepConv(c.channels, k, c.stride, c.affine, c.dw_impl,
+                                                                         c.conv_impl))
 for _k in (3, 5):
-  register_op(f"dil_conv_{_k}x{_k}")(lambda c, k=_k: DilConv(c.channels, k, c.stride, 2, c.affine, c.dw_impl))
+  register_op(f"dil_conv_{_k}x{_k}")(lambda c, k=_k: DilConv(c.channels, k, c.stride, 2, c.affine, c.dw_impl,
+                                                                         c.conv_impl))
 for _k in (1, 3, 5):
   # NASNet / ENAS-macro plain convolutions, and NAS-Bench-201's nor_conv (ReLU-Conv-BN).
-  register_op(f"conv_{_k}x{_k}")(lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine))
+  register_op(f"conv_{_k}x{_k}")(
+      lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine, c.conv_impl))
 for _k in (1, 3):
-  register_op(f"nor_conv_{_k}x{_k}")(lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine))
-register_op("conv_3x1_1x3")(lambda c: FactorizedConv(c.channels, 3, c.stride, c.affine))
-register_op("conv_7x1_1x7")(lambda c: FactorizedConv(c.channels, 7, c.stride, c.affine))
+  register_op(f"nor_conv_{_k}x{_k}")(
+      lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine, c.conv_impl))
+register_op("conv_3x1_1x3")(lambda c: FactorizedConv(c.channels, 3, c.stride, c.affine, c.conv_impl))
+register_op("conv_7x1_1x7")(lambda c: FactorizedConv(c.channels, 7, c.stride, c.affine, c.conv_impl))
 del _k
 
 

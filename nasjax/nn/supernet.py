@@ -10,10 +10,11 @@
 * a discrete architecture, the same dict (or an int32[2, E] array) of op indices per edge; then only the
   chosen op is computed (``lax.switch``) with the same weights, which is weight sharing (ENAS, SPOS).
 
-Layout for speed. The edges leaving one node form an :class:`EdgeGroup` whose variables are stacked on
-an edge axis; the group runs its edges either one by one or as one ``jax.vmap`` (see
-:func:`resolve_edge_batching` for the measurements behind the per-backend default). Depthwise
-convolutions and pools are written the way each backend runs them fastest (``nasjax.nn.ops``).
+Layout for speed. Edges of the same kind (stride and shapes) form an :class:`EdgeStack` whose variables
+are stacked on an edge axis and whose edges run as one ``lax.scan``: one traced and compiled edge per
+kind instead of one per edge (see :func:`resolve_edge_loop`). All edges of a normal cell are one kind
+(``all_edges``); a reduction cell has its strided ``input_edges`` and its ``node_edges``. Convolutions, depthwise convolutions and pools
+are written the way each backend runs them fastest (``nasjax.nn.conv``, ``nasjax.nn.ops``).
 Partial-channel connections (PC-DARTS) are a static ``partial_channels`` K: each edge mixes C/K channels
 and passes the rest through, then shuffles.
 """
@@ -74,9 +75,11 @@ class MixedOp(nn.Module):
   affine: bool = False
   dw_impl: str = "auto"
   partial_channels: int = 1
+  conv_impl: str = "xla"
 
   def setup(self):
-    config = OpConfig(self.channels // self.partial_channels, self.stride, self.affine, self.dw_impl)
+    config = OpConfig(self.channels // self.partial_channels, self.stride, self.affine, self.dw_impl,
+                      self.conv_impl)
     self.candidates = [Candidate(op, config) for op in self.ops]
 
   def _switch(self, index, x, train):
@@ -109,27 +112,38 @@ class MixedOp(nn.Module):
     return channel_shuffle(jnp.concatenate([y, passive], axis=-1), k)
 
 
-def resolve_edge_batching(mode: str, backend: str | None = None) -> str:
-  """"loop" runs a group's edges one by one, "vmap" as one batched op.
+EDGE_LOOPS = ("auto", "scan", "unroll")
 
-  Measured on XLA:CPU (2 cores, one DARTS cell, batch 32, C=16, forward+backward): loop 2.1 s, vmap
-  10-16 s, and ``lax.scan`` over edges 35 s (while-loop bodies lose XLA:CPU's fast kernels). Accelerators
-  get the batched form, which launches fewer, larger kernels.
+
+def resolve_edge_loop(mode: str) -> str:
+  """"scan" runs a cell's edges of one kind as the steps of one ``lax.scan``, "unroll" one by one.
+
+  Scanning traces and compiles one edge per kind instead of every edge: on this 2-core CPU one DARTS
+  cell's forward + backward (C=16, batch 8, all 8 ops) had 2,241 fused kernels and compiled in 25 s
+  unrolled. XLA:CPU only keeps its fast convolutions inside loops with the canonical convolutions of
+  :mod:`nasjax.nn.conv` (autodiff's own backward convolutions run ~15x slower there), which every op
+  uses. A "vmap" over edges is not offered: with per-edge inputs and kernels it becomes a grouped
+  convolution, which XLA:CPU ran 5-8x slower than the loop.
+
+  The scanned edges differentiate with custom gradients (reverse mode and forward-over-reverse, which
+  covers DARTS' exact second order); pure forward mode (``jax.jvp`` / ``jacfwd`` of the supernet) needs
+  "unroll", which is plain autodiff throughout.
   """
-  if mode not in ("auto", "loop", "vmap"):
-    raise NasjaxError(f"unknown edge batching {mode!r}; accepted: auto, loop, vmap")
-  if mode != "auto":
-    return mode
-  return "loop" if (backend or jax.default_backend()) == "cpu" else "vmap"
+  if mode == "loop":
+    mode = "unroll"
+  if mode not in EDGE_LOOPS:
+    raise NasjaxError(f"unknown edge loop {mode!r}; accepted: {', '.join(EDGE_LOOPS)}")
+  return "scan" if mode == "auto" else mode
 
 
-class EdgeGroup(nn.Module):
-  """The mixed ops of all edges that leave one node, with their variables stacked on an edge axis.
+class EdgeStack(nn.Module):
+  """A run of mixed-op edges of one kind (same stride and shapes), variables stacked on an edge axis.
 
-  Relaxed weights run the edges as one ``jax.vmap``: every candidate op becomes a single batched op (the
-  pointwise convolutions one batched matmul), which keeps the compiled graph small and XLA's kernels
-  large. A discrete architecture runs the edges one by one with ``lax.switch``, so only the chosen op is
-  computed; both read and write the same variables, which is what weight sharing means.
+  Edge ``e`` reads ``inputs[sources[e]]`` (or ``nodes[sources[e]]`` when ``inputs`` is None) and adds
+  its output to ``nodes[targets[e]]``; edges run in the given order, so a source node must be complete
+  before its first outgoing edge. Relaxed weights compute every candidate op of an edge, a hard sample
+  or a discrete architecture only the chosen one (``lax.switch``); all modes read and write the same
+  variables, which is what weight sharing means.
   """
   ops: tuple[str, ...]
   channels: int
@@ -138,16 +152,22 @@ class EdgeGroup(nn.Module):
   dw_impl: str
   partial_channels: int
   num_edges: int
-  edge_batching: str = "auto"
+  edge_loop: str = "auto"
 
   @nn.compact
-  def __call__(self, x, weights, mode: str, train: bool):
+  def __call__(self, inputs, nodes, sources, targets, weights, mode: str, train: bool):
     # Unbound on purpose: its variables live stacked in this module, and it is applied functionally.
+    scan = resolve_edge_loop(self.edge_loop) == "scan"
+    # Inside the scan, XLA:CPU needs the canonical convolutions (nasjax.nn.conv) and the in-place
+    # gradient of _buffer_edge; unrolled edges keep plain autodiff, which every JAX transform accepts.
+    conv_impl = "canonical" if scan and jax.default_backend() == "cpu" else "xla"
     mixed = MixedOp(self.ops, self.channels, self.stride, self.affine, self.dw_impl, self.partial_channels,
-                    parent=None)
+                    conv_impl, parent=None)
+    example = (inputs if inputs is not None else nodes)[0]
+
     def init_stacked(rng):
       keys = jax.random.split(rng, self.num_edges)
-      return jax.vmap(lambda k: mixed.init(k, x, weights[0], mode, True))(keys)
+      return jax.vmap(lambda k: mixed.init(k, example, weights[0], mode, True))(keys)
 
     # Initialise once for both collections. Flax also shape-checks an existing param by evaluating its
     # init function abstractly, so without a fresh initialisation the function must stand on its own.
@@ -155,23 +175,95 @@ class EdgeGroup(nn.Module):
     params = self.param("edges", lambda rng: (fresh or init_stacked(rng)).get("params", {}))
     stats = self.variable("batch_stats", "edges", lambda: fresh.get("batch_stats", {}))
 
-    def run(p, b, w, x):
+    def apply_edge(p, b, w, x):
       variables = {"params": p, "batch_stats": b}
       if train:
         y, updates = mixed.apply(variables, x, w, mode, True, mutable=["batch_stats"])
         return y, updates.get("batch_stats", b)
       return mixed.apply(variables, x, w, mode, False), b
 
-    if mode == "relaxed" and resolve_edge_batching(self.edge_batching) == "vmap":
-      ys, new_stats = jax.vmap(run, in_axes=(0, 0, 0, None))(params, stats.value, weights, x)
+    edge = _buffer_edge(apply_edge, separate_input=inputs is not None, custom_gradient=scan)
+    carry = (inputs, nodes) if inputs is not None else (nodes,)
+    if scan:
+      def body(carry, xs):
+        return edge(carry, *xs)
+      carry, new_stats = jax.lax.scan(
+          body, carry, (params, stats.value, weights, jnp.asarray(sources), jnp.asarray(targets)))
     else:
-      outs = [run(jax.tree.map(lambda a: a[e], params), jax.tree.map(lambda a: a[e], stats.value),
-                  weights[e], x) for e in range(self.num_edges)]
-      ys = jnp.stack([o[0] for o in outs])
-      new_stats = jax.tree.map(lambda *a: jnp.stack(a), *[o[1] for o in outs])
+      outs = []
+      for e in range(self.num_edges):
+        carry, b = edge(carry, jax.tree.map(lambda a: a[e], params), jax.tree.map(lambda a: a[e], stats.value),
+                        weights[e], int(sources[e]), int(targets[e]))
+        outs.append(b)
+      new_stats = jax.tree.map(lambda *a: jnp.stack(a), *outs)
+    nodes = carry[-1]
     if train and not self.is_initializing():
       stats.value = new_stats
-    return ys
+    return nodes
+
+
+def _buffer_edge(apply_edge, separate_input: bool, custom_gradient: bool = True):
+  """One edge on state buffers: ``y = apply_edge(p, b, w, read[source])``, ``write[target] += y``.
+
+  With its own gradient so that the backward pass updates the cotangent buffers in place (one slice per
+  edge). Autodiff would transpose the read into a zero buffer of all states plus a full-buffer add, on
+  every edge of the scan: at batch 64 that made a scanned DARTS cell ~1.7x slower than unrolled. The
+  rule is ordinary JAX code, so forward-over-reverse (exact DARTS Hessian products) still works.
+  Batch statistics (``b``, the second output) carry no gradient, like the running statistics in Flax.
+  """
+  def run(buffers, p, b, w, source, target):
+    read, write = buffers if separate_input else (buffers[0], buffers[0])
+    y, b_new = apply_edge(p, b, w, read[source])
+    write = write.at[target].add(y)
+    return ((read, write) if separate_input else (write,)), b_new
+
+  if not custom_gradient:
+    return run
+
+  @jax.custom_vjp
+  def edge(buffers, p, b, w, source, target):
+    return run(buffers, p, b, w, source, target)
+
+  def edge_fwd(buffers, p, b, w, source, target):
+    read, write = buffers if separate_input else (buffers[0], buffers[0])
+    differentiable_w = jnp.issubdtype(jnp.result_type(w), jnp.inexact)
+    if differentiable_w:
+      y, pullback, b_new = jax.vjp(lambda p, w, x: apply_edge(p, b, w, x), p, w, read[source], has_aux=True)
+    else:
+      y, pullback, b_new = jax.vjp(lambda p, x: apply_edge(p, b, w, x), p, read[source], has_aux=True)
+    write = write.at[target].add(y)
+    out = ((read, write) if separate_input else (write,)), b_new
+    return out, (pullback, source, target, w if not differentiable_w else None)
+
+  def edge_bwd(residuals, cotangents):
+    pullback, source, target, int_w = residuals
+    ct_buffers, _ = cotangents
+    ct_write = ct_buffers[-1]
+    if int_w is None:
+      d_p, d_w, d_x = pullback(ct_write[target])
+    else:
+      (d_p, d_x), d_w = pullback(ct_write[target]), None
+    if separate_input:
+      ct_read = ct_buffers[0].at[source].add(d_x)
+      ct_out = (ct_read, ct_write)
+    else:
+      ct_out = (ct_write.at[source].add(d_x),)
+    return ct_out, d_p, None, d_w, None, None
+
+  edge.defvjp(edge_fwd, edge_bwd)
+  return edge
+
+
+def cell_edge_order(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+  """The DARTS edge indices of a cell's edges from the two inputs and from intermediate nodes.
+
+  Edges from the inputs need nothing but the inputs; edges from intermediate nodes run by source, so
+  each node is complete before it is read.
+  """
+  src, _ = edge_endpoints(num_nodes)
+  input_edges = np.flatnonzero(src < 2)
+  node_edges = np.flatnonzero(src >= 2)
+  return input_edges, node_edges[np.argsort(src[node_edges], kind="stable")]
 
 
 class SearchCell(nn.Module):
@@ -184,29 +276,32 @@ class SearchCell(nn.Module):
   affine: bool = False
   dw_impl: str = "auto"
   partial_channels: int = 1
-  edge_batching: str = "auto"
+  edge_loop: str = "auto"
 
   @nn.compact
   def __call__(self, s0, s1, weights, mode: str, train: bool):
     c = self.channels
     s0, s1 = preprocess_cell_inputs(s0, s1, c, self.reduction_prev, self.affine, train)
-
     src, dst = edge_endpoints(self.num_nodes)
-    states = [s0, s1]
-    nodes: list = [None] * self.num_nodes
-    # Node k's outgoing edges can run as soon as node k is complete, i.e. after the groups of all
-    # earlier sources: sources in increasing order is a topological order.
-    for source in range(self.num_nodes + 1):
-      edges = np.flatnonzero(src == source)
-      stride = 2 if self.reduction and source < 2 else 1
-      ys = EdgeGroup(self.ops, c, stride, self.affine, self.dw_impl, self.partial_channels, len(edges),
-                     self.edge_batching, name=f"from_{source}")(
-          states[source], weights[jnp.asarray(edges)], mode, train)
-      for y, node in zip(ys, dst[edges]):
-        nodes[node] = y if nodes[node] is None else nodes[node] + y
-      if source + 1 < self.num_nodes + 1 and source >= 1:
-        states.append(nodes[source - 1])
-    return jnp.concatenate(nodes, axis=-1)
+    input_edges, node_edges = cell_edge_order(self.num_nodes)
+    common = dict(ops=self.ops, channels=c, affine=self.affine, dw_impl=self.dw_impl,
+                  partial_channels=self.partial_channels, edge_loop=self.edge_loop)
+    if not self.reduction:
+      # Every edge of a normal cell has the same kind: one run over [s0, s1, nodes...] in source order.
+      order = np.concatenate([input_edges[np.argsort(src[input_edges], kind="stable")], node_edges])
+      states = jnp.concatenate([jnp.stack([s0, s1]), jnp.zeros((self.num_nodes, *s1.shape), s1.dtype)])
+      states = EdgeStack(stride=1, num_edges=len(order), name="all_edges", **common)(
+          None, states, src[order], dst[order] + 2, weights[jnp.asarray(order)], mode, train)
+      return jnp.concatenate(list(states[2:]), axis=-1)
+    batch, height, width, _ = s1.shape
+    nodes = jnp.zeros((self.num_nodes, batch, -(-height // 2), -(-width // 2), c), s1.dtype)
+    nodes = EdgeStack(stride=2, num_edges=len(input_edges), name="input_edges", **common)(
+        jnp.stack([s0, s1]), nodes, src[input_edges], dst[input_edges], weights[jnp.asarray(input_edges)],
+        mode, train)
+    if len(node_edges):
+      nodes = EdgeStack(stride=1, num_edges=len(node_edges), name="node_edges", **common)(
+          None, nodes, src[node_edges] - 2, dst[node_edges], weights[jnp.asarray(node_edges)], mode, train)
+    return jnp.concatenate(list(nodes), axis=-1)
 
 
 def _split_arch(arch: Any, num_edges_: int, num_ops: int, hard: bool) -> tuple[dict, str]:
@@ -247,7 +342,7 @@ class Supernet(nn.Module):
   affine: bool = False
   dw_impl: str = "auto"
   partial_channels: int = 1
-  edge_batching: str = "auto"
+  edge_loop: str = "auto"
 
   @classmethod
   def for_space(cls, space, **kwargs) -> "Supernet":
@@ -275,7 +370,7 @@ class Supernet(nn.Module):
       reduction = i in reduction_layers(self.layers)
       c = c * 2 if reduction else c
       cell = SearchCell(self.ops, self.num_nodes, c, reduction, reduction_prev, self.affine,
-                        self.dw_impl, self.partial_channels, self.edge_batching, name=f"cell_{i}")
+                        self.dw_impl, self.partial_channels, self.edge_loop, name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, cells["reduce" if reduction else "normal"], mode, train)
       reduction_prev = reduction
     return nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))

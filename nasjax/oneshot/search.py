@@ -70,7 +70,7 @@ def search_config(method: str = "darts") -> ml_collections.ConfigDict:
       drnas_reg=1e-3, anti_collapse="none", max_skips=2, eigen_every=0, eigen_iters=10,
       eigen_window=5, eigen_ratio=0.75, valid_fraction=0.5, train_subset=0, crop_padding=4, flip=True,
       seed=2, eval_batch_size=500, checkpoint_every_steps=0, keep_checkpoints=2, rank_samples=100,
-      rank_batches=4, dw_impl="auto", edge_batching="auto"))
+      rank_batches=4, dw_impl="auto", edge_loop="auto"))
   if method == "pcdarts":
     # Xu et al. 2020: K=4, batch 256, learning rate 0.1, architecture lr 6e-4, 15 warm-up epochs.
     cfg.update(partial_channels=4, batch_size=256, learning_rate=0.1, arch_learning_rate=6e-4,
@@ -129,7 +129,7 @@ class Search:
     self.method = make_method(cfg, space)
     self.net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
                                   stem_multiplier=cfg.stem_multiplier, dw_impl=cfg.dw_impl,
-                                  partial_channels=self.method.partial_channels, edge_batching=cfg.edge_batching)
+                                  partial_channels=self.method.partial_channels, edge_loop=cfg.edge_loop)
     self.input_shape, self.mean, self.std = input_shape, mean, std
     self.mesh = mesh or nasdata.data_mesh()
     self.steps_per_epoch = steps_per_epoch

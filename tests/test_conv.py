@@ -1,0 +1,64 @@
+"""Canonical convolutions (nasjax.nn.conv) and the custom-gradient pieces of the scanned supernet edges."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasjax.nn import ops
+from nasjax.nn.conv import conv2d
+
+# (input shape, kernel shape, stride, padding, dilation): strides, dilations, non-square kernels and
+# the asymmetric strides of NASNet's factorised convolutions.
+CASES = [
+    ((2, 9, 9, 3), (3, 3, 3, 4), 1, ((1, 1), (1, 1)), 1),
+    ((2, 9, 9, 3), (3, 3, 3, 4), 2, ((1, 1), (1, 1)), 1),
+    ((2, 10, 10, 3), (5, 5, 3, 2), 2, ((4, 4), (4, 4)), 2),
+    ((2, 8, 8, 3), (1, 1, 3, 5), 2, ((0, 0), (0, 0)), 1),
+    ((2, 11, 7, 3), (1, 7, 3, 2), (1, 2), ((0, 0), (3, 3)), 1),
+    ((2, 11, 7, 3), (7, 1, 3, 2), (2, 1), ((3, 3), (0, 0)), 1),
+    ((1, 8, 8, 2), (3, 3, 2, 2), 1, ((2, 2), (2, 2)), 2),
+    ((2, 7, 7, 2), (3, 3, 2, 2), 2, ((0, 2), (1, 0)), 1),
+]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,stride,padding,dilation", CASES)
+def test_canonical_gradients_equal_autodiff(x_shape, k_shape, stride, padding, dilation):
+  rng = np.random.default_rng(0)
+  x, k = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in (x_shape, k_shape))
+  tangents = tuple(jnp.asarray(rng.normal(size=s), jnp.float32) for s in (x_shape, k_shape))
+
+  def loss(impl):
+    return lambda x, k: jnp.sum(jnp.sin(conv2d(x, k, stride, padding, dilation, impl)))
+
+  np.testing.assert_allclose(conv2d(x, k, stride, padding, dilation, "canonical"),
+                             conv2d(x, k, stride, padding, dilation, "xla"), rtol=1e-5, atol=1e-5)
+  want = jax.grad(loss("xla"), (0, 1))(x, k)
+  got = jax.jit(jax.grad(loss("canonical"), (0, 1)))(x, k)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+  # Forward-over-reverse (second-order DARTS differentiates the backward pass).
+  want = jax.jvp(jax.grad(loss("xla"), (0, 1)), (x, k), tangents)[1]
+  got = jax.jit(lambda x, k: jax.linearize(jax.grad(loss("canonical"), (0, 1)), x, k)[1](*tangents))(x, k)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_conv_impl_is_refused():
+  with pytest.raises(ValueError, match="accepted: auto, xla, canonical"):
+    conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), impl="winograd")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("window", [3, 5])
+@pytest.mark.parametrize("ties", [False, True])
+def test_custom_max_pool_gradient_routes_to_the_first_maximum(stride, window, ties):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+  if ties:
+    x = jnp.round(x)  # many equal values in a window: XLA's select-and-scatter picks the first
+  def loss(impl, custom):
+    return lambda x: jnp.sum(jnp.sin(ops.pool(x, "max", window, stride, impl, custom)))
+  want = jax.grad(loss("window", False))(x)
+  np.testing.assert_allclose(jax.jit(jax.grad(loss("shift", True)))(x), want, atol=1e-6)
+  np.testing.assert_allclose(ops.pool(x, "max", window, stride, "shift", True),
+                             ops.pool(x, "max", window, stride, "window"), atol=1e-6)
