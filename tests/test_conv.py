@@ -62,3 +62,24 @@ def test_custom_max_pool_gradient_routes_to_the_first_maximum(stride, window, ti
   np.testing.assert_allclose(jax.jit(jax.grad(loss("shift", True)))(x), want, atol=1e-6)
   np.testing.assert_allclose(ops.pool(x, "max", window, stride, "shift", True),
                              ops.pool(x, "max", window, stride, "window"), atol=1e-6)
+
+
+# 6 channels take the canonical-convolution kernel gradient, 20 the per-tap reductions.
+@pytest.mark.parametrize("channels", [6, 20])
+@pytest.mark.parametrize("k,dilation", [(3, 1), (5, 2)])
+@pytest.mark.parametrize("stride,size", [(1, 8), (2, 8), (2, 9)])
+def test_shift_depthwise_custom_gradient_equals_autodiff(channels, k, dilation, stride, size):
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, size, size, channels)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, 1, channels)), jnp.float32)
+  tangents = (jnp.asarray(rng.normal(size=x.shape), jnp.float32), jnp.asarray(rng.normal(size=w.shape), jnp.float32))
+
+  def loss(impl, conv_impl):
+    return lambda x, w: jnp.sum(jnp.sin(ops.depthwise_conv(x, w, stride, dilation, impl, conv_impl)))
+
+  want = jax.grad(loss("grouped", "xla"), (0, 1))(x, w)
+  got = jax.jit(jax.grad(loss("shift", "canonical"), (0, 1)))(x, w)
+  want_hvp = jax.jvp(jax.grad(loss("grouped", "xla"), (0, 1)), (x, w), tangents)[1]
+  got_hvp = jax.jvp(jax.grad(loss("shift", "canonical"), (0, 1)), (x, w), tangents)[1]
+  for g, ref in zip(got + got_hvp, want + want_hvp):
+    np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4)

@@ -84,14 +84,22 @@ def _canonical_conv_bwd(stride, padding, dilation, residuals, g):
   dx = lax.conv_general_dilated(g_input, flipped, (1, 1), [(max(lo, 0), max(hi, 0)) for lo, hi in edges],
                                 rhs_dilation=dilation, dimension_numbers=_DIMENSIONS)
 
-  # Kernel gradient: channels as the batch, the batch as the contracted feature axis.
-  # (The padding stays inside the convolution: XLA:CPU's kernel ran 2x slower on an explicitly padded x.)
-  g_dilated = lax.pad(g, jnp.zeros((), g.dtype),
-                      [(0, 0, 0), (0, 0, stride[0] - 1), (0, 0, stride[1] - 1), (0, 0, 0)])
-  dk = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g_dilated, (1, 2, 0, 3)),
-                                dilation, padding, dimension_numbers=_DIMENSIONS)
-  dk = jnp.transpose(dk[:, :kh, :kw, :], (1, 2, 0, 3))
+  dk = kernel_gradient(x, g, (kh, kw), stride, padding, dilation)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
 _canonical_conv.defvjp(_canonical_conv_fwd, _canonical_conv_bwd)
+
+
+def kernel_gradient(x, g, kernel_size, stride, padding, dilation):
+  """d(sum(g * conv(x, K))) / dK for a dense HWIO kernel, as one canonical convolution.
+
+  The channels of ``x`` act as the batch and its batch as the contracted feature axis; the padding
+  stays inside the convolution (XLA:CPU's kernel ran 2x slower on an explicitly padded x).
+  """
+  kh, kw = kernel_size
+  g_dilated = lax.pad(g, jnp.zeros((), g.dtype),
+                      [(0, 0, 0), (0, 0, stride[0] - 1), (0, 0, stride[1] - 1), (0, 0, 0)])
+  dk = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g_dilated, (1, 2, 0, 3)),
+                                dilation, padding, dimension_numbers=_DIMENSIONS)
+  return jnp.transpose(dk[:, :kh, :kw, :], (1, 2, 0, 3))

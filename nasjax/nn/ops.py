@@ -28,7 +28,7 @@ import numpy as np
 from jax import lax
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.conv import conv2d
+from nasjax.nn.conv import conv2d, kernel_gradient
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "dense", "shift")
 # PyTorch's BatchNorm momentum 0.1 is Flax's 0.9 (Flax weights the old running value).
@@ -67,16 +67,17 @@ def make_op(name: str, config: OpConfig) -> nn.Module:
   return OPS[name](config)
 
 
-def resolve_dw_impl(impl: str, channels: int, backend: str | None = None) -> str:
+def resolve_dw_impl(impl: str, channels: int, backend: str | None = None, scanned: bool = False) -> str:
   """Picks the depthwise formulation XLA runs fastest on ``backend`` (see module docstring)."""
   if impl not in DEPTHWISE_IMPLS:
     raise NasjaxError(f"unknown depthwise implementation {impl!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}")
   if impl != "auto":
     return impl
-  del channels  # kept in the signature: the choice may depend on it on other backends
   if (backend or jax.default_backend()) != "cpu":
     return "grouped"
-  return "dense"
+  if scanned:
+    return "shift"  # with its own gradient (_shift_depthwise): compiled once per scanned edge kind
+  return "dense" if channels <= 16 else "shift"
 
 
 def resolve_pool_impl(backend: str | None = None) -> str:
@@ -97,12 +98,9 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
   if impl == "shift":
     if kh != kw:
       raise NasjaxError(f"shift depthwise convolution needs a square kernel, got {kh}x{kw}")
-    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    out = None
-    for i, j, view in _shifted_windows(xp, kh, stride, dilation):
-      term = view * kernel[i, j, 0]
-      out = term if out is None else out + term
-    return out
+    if conv_impl == "canonical":
+      return _shift_depthwise(x, kernel, stride, dilation)
+    return _shift_depthwise_forward(x, kernel, stride, dilation)
   if impl == "dense":
     # Block-diagonal dense kernel: C times the FLOPs, but XLA:CPU's dense convolution is far faster
     # than its grouped one at the small channel counts of search supernets.
@@ -113,6 +111,68 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
   return lax.conv_general_dilated(
       x, kernel, (stride, stride), pads, rhs_dilation=(dilation, dilation),
       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+
+
+def _shift_depthwise_forward(x, kernel, stride, dilation):
+  k = kernel.shape[0]
+  p = dilation * (k - 1) // 2
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  out = None
+  for i, j, view in _shifted_windows(xp, k, stride, dilation):
+    term = view * kernel[i, j, 0]
+    out = term if out is None else out + term
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _shift_depthwise(x, kernel, stride, dilation):
+  """Depthwise convolution as a sum of shifted slices, with a gradient XLA:CPU runs fast in loops.
+
+  Measured on this 2-core CPU (batch 64, 32x32x16, 3x3): forward 1.0 ms as shifted slices vs 3.5 ms as
+  a block-diagonal dense convolution (5x5 dilated: 1.3 vs 17.4 ms; 8x8x64: 0.4 vs 4.7 ms). Autodiff of
+  the slices emits one reduction and one pad per tap; here the input gradient is the same shifted-slice
+  sum over the (dilated) output gradient with the flipped kernel, and the kernel gradient one canonical
+  convolution at <= 16 channels (19 ms; per-tap reductions: 22 ms, 25 taps: 31 vs 64 ms) or per-tap
+  reductions at more channels (8x8x64: 1.6 ms vs 9.0 ms). Ordinary JAX code, so forward-over-reverse works.
+  """
+  return _shift_depthwise_forward(x, kernel, stride, dilation)
+
+
+def _shift_depthwise_fwd(x, kernel, stride, dilation):
+  return _shift_depthwise_forward(x, kernel, stride, dilation), (x, kernel)
+
+
+def _shift_depthwise_bwd(stride, dilation, residuals, g):
+  x, kernel = residuals
+  k, channels = kernel.shape[0], kernel.shape[-1]
+  p = dilation * (k - 1) // 2
+  height, width = x.shape[1:3]
+  # Input gradient: the output gradient on the input grid (stride - 1 zeros between rows/columns),
+  # padded so that a stride-1 correlation with the flipped kernel lands on x's pixels.
+  reach = dilation * (k - 1)
+  config = [(0, 0, 0)]
+  for size, out_size in ((height, g.shape[1]), (width, g.shape[2])):
+    low = reach - p
+    config.append((low, size + reach - ((out_size - 1) * stride + 1) - low, stride - 1))
+  config.append((0, 0, 0))
+  g_grid = lax.pad(g, jnp.zeros((), g.dtype), config)
+  flipped = kernel[::-1, ::-1]
+  dx = None
+  for i, j, view in _shifted_windows(g_grid, k, 1, dilation):
+    term = view * flipped[i, j, 0]
+    dx = term if dx is None else dx + term
+  # Kernel gradient.
+  if channels <= 16:
+    dense = kernel_gradient(x, g, (k, k), (stride, stride), ((p, p), (p, p)), (dilation, dilation))
+    dk = jnp.diagonal(dense, axis1=2, axis2=3)[:, :, None, :]
+  else:
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    taps = [jnp.sum(view * g, axis=(0, 1, 2)) for _, _, view in _shifted_windows(xp, k, stride, dilation)]
+    dk = jnp.stack(taps).reshape(k, k, 1, channels)
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_shift_depthwise.defvjp(_shift_depthwise_fwd, _shift_depthwise_bwd)
 
 
 def _shifted_windows(x: jax.Array, window: int, stride: int, dilation: int = 1):
@@ -224,8 +284,8 @@ class DepthwiseConv(nn.Module):
     channels = x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=-1),
                         (self.kernel_size, self.kernel_size, 1, channels))
-    return depthwise_conv(x, kernel, self.stride, self.dilation, resolve_dw_impl(self.impl, channels),
-                          self.conv_impl)
+    impl = resolve_dw_impl(self.impl, channels, scanned=self.conv_impl == "canonical")
+    return depthwise_conv(x, kernel, self.stride, self.dilation, impl, self.conv_impl)
 
 
 class Pointwise(nn.Module):

@@ -38,6 +38,7 @@ import optax
 
 from nasjax import data as nasdata
 from nasjax.errors import NasjaxError
+from nasjax.estimators.weight_sharing import weight_sharing_estimator
 from nasjax.nn.init import init_variables
 from nasjax.nn.supernet import Supernet
 from nasjax.oneshot import derive
@@ -391,7 +392,7 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
     result.update(arch=final["arch"], genotype=final["genotype"], alphas=final["alphas"],
                   derived_at_epoch=final["epoch"])
   else:
-    ranking = rank_architectures(search, state, xv, yv.astype(np.int32), cfg)
+    ranking = rank_architectures(search, state, (xt, yt), (xv, yv), cfg)
     result.update(arch=ranking[0]["arch"], genotype=ranking[0]["genotype"], ranking=ranking)
   return result
 
@@ -415,28 +416,32 @@ def _collapse_check(cfg, history: list[dict]) -> tuple[str | None, dict | None]:
   return None, None
 
 
-def rank_architectures(search: Search, state, x, y, cfg) -> list[dict]:
-  """Ranks ``cfg.rank_samples`` uniformly sampled architectures by validation accuracy under the trained
-  supernet's shared weights (SPOS; Li & Talwalkar 2019). BatchNorm uses each batch's own statistics,
-  i.e. statistics recomputed for the architecture, since running statistics mix all sampled paths."""
-  space = search.space
-  n = min(len(x), cfg.rank_batches * cfg.batch_size)
-  n -= n % search.mesh.size
+def rank_architectures(search: Search, state, train_xy, valid_xy, cfg) -> list[dict]:
+  """Ranks ``cfg.rank_samples`` uniformly sampled architectures under the trained supernet's shared weights
+  (SPOS, Guo et al. 2020; random search with weight sharing, Li & Talwalkar 2019).
 
-  @jax.jit
-  def accuracy(state, edges, xb, yb):
-    weights = dict(zip(CELL_TYPES, edges))
-    logits, _ = search.net.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
-                                 nasdata.normalize(xb, search.mean, search.std), weights, train=True,
-                                 mutable=["batch_stats"])
-    return jnp.mean(jnp.argmax(logits, -1) == yb)
+  Each candidate goes through :func:`nasjax.estimators.weight_sharing.weight_sharing_estimator`: its BN
+  statistics are recomputed on ``cfg.rank_batches`` training batches (running statistics mix all sampled
+  paths and fit none), then it is evaluated on as many validation batches. The same batches serve every
+  candidate, so their scores are comparable; one compiled program serves them all.
+  """
+  def batches(x, y):
+    n = min(len(x), cfg.rank_batches * cfg.batch_size) // cfg.batch_size * cfg.batch_size
+    if n == 0:
+      raise NasjaxError(f"ranking needs at least one batch of {cfg.batch_size} images; got {len(x)}")
+    images = nasdata.normalize(jnp.asarray(x[:n], jnp.float32), search.mean, search.std)
+    return (images.reshape(n // cfg.batch_size, cfg.batch_size, *images.shape[1:]),
+            jnp.asarray(y[:n], jnp.int32).reshape(n // cfg.batch_size, cfg.batch_size))
 
+  variables = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
+  estimate = weight_sharing_estimator(search.space, search.net, variables, batches(*train_xy),
+                                      batches(*valid_xy))
   keys = jax.random.split(jax.random.key(cfg.seed + 17), cfg.rank_samples)
-  xb, yb = nasdata.shard_batch((x[:n], y[:n]), search.mesh)
   ranking = []
   for k in keys:
-    arch = space.sample(k)
-    acc = float(accuracy(state, space.edge_ops(arch), xb, yb))
-    ranking.append({"arch": [int(v) for v in arch], "genotype": space.to_string(arch), "accuracy": acc})
+    arch = search.space.sample(k)
+    metrics = estimate(arch, None)
+    ranking.append({"arch": [int(v) for v in arch], "genotype": search.space.to_string(arch),
+                    "accuracy": float(metrics["accuracy"]), "loss": float(metrics["loss"])})
   ranking.sort(key=lambda r: -r["accuracy"])
   return ranking
