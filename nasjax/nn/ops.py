@@ -6,13 +6,12 @@ The op set is the union of DARTS (Liu et al. 2019, "DARTS: Differentiable Archit
 :class:`OpConfig`; a new op is one ``@register_op`` entry.
 
 Depthwise convolutions are the hot spot of these search spaces. XLA:CPU runs a grouped convolution
-(``feature_group_count=C``) 4-10x slower than a dense convolution with a block-diagonal kernel, while
-GPUs run the grouped form best. The dense form costs C times the multiply-adds, but in a DARTS supernet
-the channels double exactly when the resolution halves, so its cost is the same in every stage; and
-inside the scanned edges of :mod:`nasjax.nn.supernet` it is the only form that compiles quickly (a sum of
-shifted slices, ``"shift"``, is fast to run but compiles several times slower). The ``dw_impl`` field
-picks the formulation (``"auto"``: dense on CPU, grouped elsewhere); all three compute the same function
-with the same parameters.
+(``feature_group_count=C``) 4-10x slower than a dense convolution with a block-diagonal kernel (C times
+the multiply-adds) or a sum of shifted slices, while GPUs run the grouped form best. In the scanned
+edges of :mod:`nasjax.nn.supernet` the shifted-slice form has its own gradient (``_shift_depthwise``)
+and is the fastest on CPU; elsewhere (plain autodiff) the dense form wins at <= 16 channels and the
+shifted slices above. The ``dw_impl`` field picks the formulation (``"auto"`` decides per backend,
+channel count and context); all three compute the same function with the same parameters.
 """
 
 from __future__ import annotations
