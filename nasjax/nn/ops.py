@@ -112,15 +112,18 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
 
 
-def _shift_depthwise_forward(x, kernel, stride, dilation):
-  k = kernel.shape[0]
-  p = dilation * (k - 1) // 2
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+def _weighted_window_sum(padded, kernel, stride, dilation):
+  """Sum over the kernel's taps of each strided view of ``padded`` times that tap's per-channel weight."""
   out = None
-  for i, j, view in _shifted_windows(xp, k, stride, dilation):
+  for i, j, view in _shifted_windows(padded, kernel.shape[0], stride, dilation):
     term = view * kernel[i, j, 0]
     out = term if out is None else out + term
   return out
+
+
+def _shift_depthwise_forward(x, kernel, stride, dilation):
+  p = dilation * (kernel.shape[0] - 1) // 2
+  return _weighted_window_sum(jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))), kernel, stride, dilation)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -155,11 +158,7 @@ def _shift_depthwise_bwd(stride, dilation, residuals, g):
     config.append((low, size + reach - ((out_size - 1) * stride + 1) - low, stride - 1))
   config.append((0, 0, 0))
   g_grid = lax.pad(g, jnp.zeros((), g.dtype), config)
-  flipped = kernel[::-1, ::-1]
-  dx = None
-  for i, j, view in _shifted_windows(g_grid, k, 1, dilation):
-    term = view * flipped[i, j, 0]
-    dx = term if dx is None else dx + term
+  dx = _weighted_window_sum(g_grid, kernel[::-1, ::-1], 1, dilation)
   # Kernel gradient.
   if channels <= 16:
     dense = kernel_gradient(x, g, (k, k), (stride, stride), ((p, p), (p, p)), (dilation, dilation))
@@ -202,7 +201,7 @@ def pool(x: jax.Array, kind: str, window: int, stride: int, impl: str,
       return nn.max_pool(x, (window, window), (stride, stride), pad)
     return nn.avg_pool(x, (window, window), (stride, stride), pad, count_include_pad=False)
   if kind == "max":
-    return _shift_max_pool(x, window, stride) if custom_gradient else _max_pool_forward(x, window, stride)[0]
+    return _shift_max_pool(x, window, stride) if custom_gradient else _max_pool_forward(x, window, stride)
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
   out = None
   for _, _, view in _shifted_windows(xp, window, stride):
@@ -221,7 +220,7 @@ def _shift_max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
   one arg-max over the stacked window taps and one scatter-free sum of shifted, masked gradients. First
   maximum, as PyTorch's and XLA's own max pooling route ties.
   """
-  return _max_pool_forward(x, window, stride)[0]
+  return _max_pool_forward(x, window, stride)
 
 
 def _max_pool_forward(x, window, stride):
@@ -231,12 +230,11 @@ def _max_pool_forward(x, window, stride):
   out = views[0]
   for view in views[1:]:
     out = jnp.maximum(out, view)
-  return out, xp
+  return out
 
 
 def _shift_max_pool_fwd(x, window, stride):
-  out, _ = _max_pool_forward(x, window, stride)
-  return out, x
+  return _max_pool_forward(x, window, stride), x
 
 
 def _shift_max_pool_bwd(window, stride, x, g):
