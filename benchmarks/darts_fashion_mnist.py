@@ -28,9 +28,7 @@ identity check; choose another ``--out``). It prints one JSON object and writes 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
@@ -39,6 +37,7 @@ import jax
 from nasjax import data as nasdata
 from nasjax import spaces, train
 from nasjax.errors import NasjaxError
+from nasjax.utils.stages import environment, load_finished, report_main, write_json_atomic
 from nasjax.nn.count import count_params
 from nasjax.oneshot import run_search, search_config
 from nasjax.oneshot.plots import plot_search
@@ -55,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--data", default=DEFAULT_DATA, help="a .npz with x_train, y_train, x_test, y_test")
   p.add_argument("--methods", default="darts,spos,random", help=f"comma-separated, among {', '.join(METHODS)}")
   p.add_argument("--search-epochs", type=int, default=20)
+  p.add_argument("--search-warmup-epochs", type=int, default=0,
+                 help="first search epochs that train only the weights (PC-DARTS' warm-up; DARTS and SPOS)")
   p.add_argument("--search-channels", type=int, default=16)
   p.add_argument("--search-layers", type=int, default=5)
   p.add_argument("--search-subset", type=int, default=20000,
@@ -64,6 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--train-layers", type=int, default=8)
   p.add_argument("--train-subset", type=int, default=0, help="training images of the retraining; 0 = all")
   p.add_argument("--cutout", type=int, default=8, help="cutout size of the retraining (16 is for 32x32 CIFAR)")
+  p.add_argument("--drop-path", type=float, default=0.2, help="drop-path probability of the retraining")
   p.add_argument("--batch-size", type=int, default=64, help="batch size of both stages")
   p.add_argument("--rank-samples", type=int, default=100, help="cells SPOS samples and ranks by shared weights")
   p.add_argument("--seed", type=int, default=0)
@@ -80,7 +82,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                "train_layers", "batch_size", "rank_samples"):
     if getattr(args, name) < 1:
       raise NasjaxError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
-  for name in ("search_subset", "train_subset", "cutout", "seed"):
+  if not 0.0 <= args.drop_path < 1.0:
+    raise NasjaxError(f"--drop-path must be in [0, 1); got {args.drop_path}")
+  if args.search_warmup_epochs >= args.search_epochs:
+    raise NasjaxError(f"--search-warmup-epochs {args.search_warmup_epochs} leaves no epoch of the "
+                      f"{args.search_epochs} search epochs to update the architecture")
+  for name in ("search_subset", "train_subset", "cutout", "seed", "search_warmup_epochs"):
     if getattr(args, name) < 0:
       raise NasjaxError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
   if args.search_subset and args.search_subset < 2 * args.batch_size:
@@ -98,6 +105,8 @@ def search_cfg(method: str, args):
   cfg.update(epochs=args.search_epochs, channels=args.search_channels, layers=args.search_layers,
              batch_size=args.batch_size, train_subset=args.search_subset, seed=args.seed, flip=False,
              order=1, rank_samples=args.rank_samples, eval_batch_size=500)
+  if method != "spos":
+    cfg.arch_warmup_epochs = args.search_warmup_epochs
   return cfg
 
 
@@ -106,28 +115,10 @@ def retrain_cfg(args):
   cfg = train.darts_eval_config()
   cfg.update(epochs=args.train_epochs, channels=args.train_channels, layers=args.train_layers,
              batch_size=args.batch_size, train_subset=args.train_subset, seed=args.seed, cutout=args.cutout,
-             flip=False)
+             flip=False, drop_path=args.drop_path)
   return cfg
 
 
-def _load(path: str, settings: dict) -> dict | None:
-  """A finished stage's result, if it was produced under the same settings."""
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      stored = json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None  # a stage killed while writing: recompute (its checkpoints make that cheap)
-  return stored if isinstance(stored, dict) and stored.get("settings") == settings else None
-
-
-def _dump(path: str, value: dict) -> None:
-  # Write-then-rename: a killed run leaves either the old file or the new one, never half of one.
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
 
 
 def search_stage(method: str, args, space, dataset, outdir: str) -> dict:
@@ -135,7 +126,7 @@ def search_stage(method: str, args, space, dataset, outdir: str) -> dict:
   cfg = search_cfg(method, args)
   settings = {"data": args.data, "config": train.config_to_dict(cfg)}
   done_path = os.path.join(outdir, "search.json")
-  done = _load(done_path, settings)
+  done = load_finished(done_path, settings)
   if done is not None:
     return done
   t0 = time.perf_counter()
@@ -157,7 +148,7 @@ def search_stage(method: str, args, space, dataset, outdir: str) -> dict:
     stage["normal_skips"] = history[-1].get("normal_skips")
     stage["plots"] = plot_search(history, spaces.Genotype.from_string(result["genotype"]),
                                  space.supernet_ops, os.path.join(outdir, "plots"))
-  _dump(done_path, stage)
+  write_json_atomic(done_path, stage)
   return stage
 
 
@@ -174,7 +165,7 @@ def retrain_stage(genotype: str, args, dataset, outdir: str) -> dict:
   genotype = spaces.Genotype.from_string(genotype).to_string()
   settings = {"data": args.data, "genotype": genotype, "config": train.config_to_dict(cfg)}
   done_path = os.path.join(outdir, "retrain.json")
-  done = _load(done_path, settings)
+  done = load_finished(done_path, settings)
   if done is not None:
     return done
   t0 = time.perf_counter()
@@ -188,7 +179,7 @@ def retrain_stage(genotype: str, args, dataset, outdir: str) -> dict:
            "params": count_params(jax.device_get(fit.state["params"])),
            "test_accuracy": fit.final["eval_accuracy"], "test_loss": fit.final["eval_loss"],
            "final_train_accuracy": fit.final["train_accuracy"]}
-  _dump(done_path, stage)
+  write_json_atomic(done_path, stage)
   return stage
 
 
@@ -205,8 +196,7 @@ def run(args) -> dict:
                "test_images": int(len(dataset.x_test)), "input_shape": list(dataset.input_shape)},
       "search_config": {m: train.config_to_dict(search_cfg(m, args)) for m in args.methods if m != "random"},
       "retrain_config": train.config_to_dict(retrain_cfg(args)),
-      "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}",
-      "versions": {"python": platform.python_version(), "jax": jax.__version__},
+      **environment(),
       "methods": {},
   }
   for method in args.methods:
@@ -226,20 +216,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-  try:
-    args = parse_args(argv)
-    report = run(args)
-  except NasjaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  text = json.dumps(report, indent=1)
-  print(text)
-  if args.json:
-    parent = os.path.dirname(os.path.abspath(args.json))
-    os.makedirs(parent, exist_ok=True)
-    with open(args.json, "w") as f:
-      f.write(text + "\n")
-  return 0
+  return report_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -59,6 +58,7 @@ import numpy as np
 from nasjax import data as nasdata
 from nasjax import search
 from nasjax.errors import NasjaxError
+from nasjax.utils.stages import environment, load_finished, report_main, write_json_atomic
 from nasjax.estimators.curves import EarlyStoppingEstimator, default_min_epochs, make_epoch_fn
 from nasjax.estimators.morphism import (KINDS, MorphismEstimator, applicable_morphs, morphism_mutation,
                                         morphism_training_config)
@@ -510,23 +510,6 @@ def build_arm(arm: str, args, space: MacroSpace, data: nasdata.Dataset, cfg, met
   return strategy, MeteredMorphism(estimator, meter, archive_path)
 
 
-def _load(path: str, settings: dict) -> dict | None:
-  """A finished stage's result, if it was produced under the same settings."""
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      stored = json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None  # killed while writing: recompute
-  return stored if isinstance(stored, dict) and stored.get("settings") == settings else None
-
-
-def _dump(path: str, value: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
 
 
 def search_arm(arm: str, args, space: MacroSpace, data: nasdata.Dataset, outdir: str) -> dict:
@@ -535,7 +518,7 @@ def search_arm(arm: str, args, space: MacroSpace, data: nasdata.Dataset, outdir:
   identity = arm_identity(arm, args, space, cfg)
   settings = dict(identity, budget_epochs=args.budget_epochs)
   done_path = os.path.join(outdir, "search.json")
-  done = _load(done_path, settings)
+  done = load_finished(done_path, settings)
   if done is not None:
     return done
   workdir = os.path.join(outdir, "search")
@@ -587,7 +570,7 @@ def search_arm(arm: str, args, space: MacroSpace, data: nasdata.Dataset, outdir:
   if arm == "morphism":
     stage["warm_starts"] = sum(bool(m.get("warm_start")) for m in metrics)
     stage["morphs"] = {k: sum(m.get("morph") == k for m in metrics) for k in KINDS}
-  _dump(done_path, stage)
+  write_json_atomic(done_path, stage)
   return stage
 
 
@@ -599,7 +582,7 @@ def retrain_arm(space: MacroSpace, arch, dataset: nasdata.Dataset, args, outdir:
   settings = {"data": args.data, "space": space_settings(space), "arch": arch.tolist(),
               "config": config_to_dict(cfg)}
   done_path = os.path.join(outdir, "retrain.json")
-  done = _load(done_path, settings)
+  done = load_finished(done_path, settings)
   if done is not None:
     return done
   network = chain_network(space, arch, dataset.num_classes, dataset.input_shape)
@@ -616,7 +599,7 @@ def retrain_arm(space: MacroSpace, arch, dataset: nasdata.Dataset, args, outdir:
            "test_loss": result.final["eval_loss"], "final_train_accuracy": result.final["train_accuracy"],
            "params": params, "retrain_images": int(len(x_train)),
            "retrain_seconds": time.perf_counter() - t0}
-  _dump(done_path, stage)
+  write_json_atomic(done_path, stage)
   return stage
 
 
@@ -640,8 +623,7 @@ def run(args) -> dict:
       "search_config": config_to_dict(cfg),
       "retrain_config": config_to_dict(retrain_config(args)),
       "early_min_epochs": args.min_epochs if args.min_epochs is not None else default_min_epochs(args.max_epochs),
-      "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}",
-      "versions": {"python": platform.python_version(), "jax": jax.__version__},
+      **environment(),
       "arms": {},
   }
   for arm in args.arms:
@@ -662,20 +644,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-  try:
-    args = parse_args(argv)
-    report = run(args)
-  except NasjaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  text = json.dumps(report, indent=1)
-  print(text)
-  if args.json:
-    parent = os.path.dirname(os.path.abspath(args.json))
-    os.makedirs(parent, exist_ok=True)
-    with open(args.json, "w") as f:
-      f.write(text + "\n")
-  return 0
+  return report_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

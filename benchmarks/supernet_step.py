@@ -71,7 +71,7 @@ def run_nasjax_search_step(mode: str, args) -> dict:
   from nasjax.spaces import darts_space
   cfg = search_config(args.method)
   cfg.update(channels=args.C, layers=args.layers, batch_size=args.batch, order=2 if mode == "second" else 1,
-             hessian=args.hessian, dw_impl=args.dw_impl, edge_loop=args.edge_loop,
+             hessian=args.hessian, dw_impl=args.dw_impl, edge_loop=args.edge_loop, remat_edges=args.remat_edges,
              arch_warmup_epochs=0)
   if args.partial_channels:
     cfg.partial_channels = args.partial_channels
@@ -110,7 +110,8 @@ def _time(step, state, args) -> dict:
 def run_nasjax(mode: str, args) -> dict:
   common = {"impl": "nasjax", "mode": mode, "batch": args.batch, "C": args.C, "layers": args.layers,
             "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-            "dw_impl": args.dw_impl, "edge_loop": args.edge_loop, "jax_version": jax.__version__}
+            "dw_impl": args.dw_impl, "edge_loop": args.edge_loop, "remat_edges": args.remat_edges,
+            "jax_version": jax.__version__}
   if mode in ("first", "second"):
     out = run_nasjax_search_step(mode, args)
   else:
@@ -123,7 +124,7 @@ def run_nasjax(mode: str, args) -> dict:
 def run_nasjax_plain(mode: str, args) -> dict:
   from nasjax.nn.init import init_variables
   net = Supernet(channels=args.C, layers=args.layers, num_classes=10, dw_impl=args.dw_impl,
-                 edge_loop=args.edge_loop)
+                 edge_loop=args.edge_loop, remat_edges=args.remat_edges)
   key_alpha, key_x = jax.random.split(jax.random.key(0))
   x = jax.random.normal(key_x, (args.batch, 32, 32, 3))
   y = jnp.arange(args.batch) % 10
@@ -163,15 +164,23 @@ def main(argv=None):
   ap.add_argument("--warmup", type=int, default=2)
   ap.add_argument("--dw-impl", default="auto")
   ap.add_argument("--edge-loop", default="auto", help="scan (auto) or unroll: how a cell's edges run")
+  ap.add_argument("--remat-edges", type=int, default=None, choices=(0, 1),
+                  help="recompute each edge's forward in the backward pass (default: the search config's)")
   ap.add_argument("--torch-python", default=None, help="python with torch, to run the reference too")
   ap.add_argument("--reference", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                                       "reference", "torch_darts_step.py"))
   ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
   ap.add_argument("--method", default="darts", help="one-shot method of modes first/second (darts, pcdarts, ...)")
-  ap.add_argument("--hessian", default="jvp", help="second-order product: jvp, unroll or finite_difference")
+  ap.add_argument("--hessian", default=None,
+                  help="second-order product: jvp, jvp_recompute, unroll or finite_difference (default: the "
+                       "search config's)")
   ap.add_argument("--partial-channels", type=int, default=0, help="PC-DARTS K (0: the method's default)")
   ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  from nasjax.oneshot.search import search_config
+  defaults = search_config(args.method)
+  args.remat_edges = bool(defaults.remat_edges if args.remat_edges is None else args.remat_edges)
+  args.hessian = args.hessian or defaults.hessian
   if args.worker:
     print(json.dumps(run_nasjax(args.worker, args)), flush=True)
     return

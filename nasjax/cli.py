@@ -109,7 +109,7 @@ def cmd_info(args) -> dict:
   space, arch, genotype = resolve_genotype(args.genotype)
   shape = _parse_shape(args.input_shape)
   net = Network(genotype, args.channels, args.layers, args.classes, auxiliary=args.auxiliary,
-                dw_impl="grouped", scan_cells=False)
+                dw_impl="grouped", conv_impl="xla", scan_cells=False)
   x = jnp.zeros((1,) + shape)
   variables = jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, x), jax.random.key(0))
   macs = count_macs(lambda v, x: net.apply(v, x)[0], variables, x)
@@ -124,17 +124,20 @@ def cmd_info(args) -> dict:
                   "flops = 2 * macs"}
 
 
-def _train_config(args):
-  from nasjax import train
-  cfg = train.demo_config() if args.config == "demo" else train.darts_eval_config()
-  for field in ("epochs", "batch_size", "channels", "layers", "seed", "learning_rate", "cutout",
-                "drop_path", "train_subset"):
+def _override(cfg, args, fields):
+  """The config with every option among ``fields`` that the command line set (None = not given)."""
+  for field in fields:
     value = getattr(args, field, None)
     if value is not None:
       cfg[field] = value
-  if args.auxiliary is not None:
-    cfg.auxiliary = args.auxiliary
   return cfg
+
+
+def _train_config(args):
+  from nasjax import train
+  cfg = train.demo_config() if args.config == "demo" else train.darts_eval_config()
+  return _override(cfg, args, ("epochs", "batch_size", "channels", "layers", "seed", "learning_rate",
+                                "cutout", "drop_path", "train_subset", "auxiliary", "flip"))
 
 
 def cmd_train(args) -> dict:
@@ -236,15 +239,10 @@ def _oneshot_config(args):
   from nasjax import oneshot
   cfg = oneshot.demo_search_config(args.method) if args.config == "demo" else oneshot.search_config(args.method)
   cfg.space = args.space
-  for field in ("epochs", "batch_size", "channels", "layers", "seed", "order", "hessian", "learning_rate",
-                "arch_learning_rate", "partial_channels", "anti_collapse", "eigen_every", "train_subset",
-                "arch_warmup_epochs", "checkpoint_every_steps"):
-    value = getattr(args, field, None)
-    if value is not None:
-      cfg[field] = value
-  if args.flip is not None:
-    cfg.flip = args.flip
-  return cfg
+  return _override(cfg, args, ("epochs", "batch_size", "channels", "layers", "seed", "order", "hessian",
+                                "learning_rate", "arch_learning_rate", "partial_channels", "anti_collapse",
+                                "eigen_every", "train_subset", "arch_warmup_epochs", "checkpoint_every_steps",
+                                "flip"))
 
 
 def cmd_search_oneshot(args) -> dict:
@@ -300,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--config", choices=["paper", "demo"], default="paper",
                  help="one-shot settings: the method's paper (CIFAR-10 search) or a minutes-long CPU demo")
   s.add_argument("--order", type=int, choices=[1, 2], default=None, help="DARTS order (2 = exact hypergradient)")
-  s.add_argument("--hessian", choices=["jvp", "unroll", "finite_difference"], default=None,
-                 help="second-order product: exact (jvp, unroll) or the paper's finite difference")
+  s.add_argument("--hessian", choices=["jvp", "jvp_recompute", "unroll", "finite_difference"], default=None,
+                 help="second-order product: exact (jvp; jvp_recompute: less memory, one more pass; unroll) "
+                      "or the paper's finite difference")
   s.add_argument("--anti-collapse", choices=["none", "darts_minus", "skip_limit", "eigenvalue"], default=None)
   s.add_argument("--eigen-every", type=int, default=None, help="log the Hessian eigenvalue every N epochs")
   s.add_argument("--learning-rate", type=float, default=None)

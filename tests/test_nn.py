@@ -212,10 +212,13 @@ def test_unknown_stem_and_op_in_genotype_are_clear_errors():
 
 
 def test_scanned_edges_equal_unrolled_edges_with_their_gradients():
-  """The scan path (canonical convolutions, custom in-place edge gradients) against plain autodiff."""
+  """The scan path (canonical convolutions, custom in-place edge gradients, with and without recomputed
+  edge activations) against plain autodiff."""
   ops_ = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
-  nets = {loop: Supernet(ops=ops_, num_nodes=2, channels=4, layers=3, num_classes=3, edge_loop=loop)
-          for loop in ("scan", "unroll")}
+  variants = {"scan": dict(edge_loop="scan", remat_edges=False),
+              "scan_remat": dict(edge_loop="scan", remat_edges=True), "unroll": dict(edge_loop="unroll")}
+  nets = {name: Supernet(ops=ops_, num_nodes=2, channels=4, layers=3, num_classes=3, **kw)
+          for name, kw in variants.items()}
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   labels = jnp.array([0, 1, 2, 1])
   alphas = {k: jax.random.normal(jax.random.key(i), (SMALL_E, SMALL_O)) for i, k in enumerate(("normal", "reduce"))}
@@ -241,10 +244,11 @@ def test_scanned_edges_equal_unrolled_edges_with_their_gradients():
     hvp = jax.jvp(lambda p: jax.grad(lambda a: loss(p, a)[0])(alphas), (params,), (tangent,))[1]
     return grads, hard, evaluation, hvp
 
-  got = jax.jit(lambda: results(nets["scan"]))()
   want = jax.jit(lambda: results(nets["unroll"]))()
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+  for variant in ("scan", "scan_remat"):
+    got = jax.jit(lambda: results(nets[variant]))()
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=variant)
 
 
 def test_unrolled_supernet_supports_pure_forward_mode(tiny_supernet):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import chex
 import jax
@@ -120,7 +119,7 @@ def test_exact_second_order_hypergradient_matches_float64_finite_difference():
     kwargs = dict(order=2, xi=xi, momentum_buffer=buffer, momentum=momentum, weight_decay=wd)
     grads = {mode: jax.jit(lambda p, a, mode=mode: architecture_gradient(
         train_loss, valid_loss, p, a, hessian=mode, **kwargs)[1])(params, arch)
-        for mode in ("jvp", "unroll", "finite_difference")}
+        for mode in ("jvp", "jvp_recompute", "unroll", "finite_difference")}
 
     @jax.jit
     def unrolled(a):
@@ -134,11 +133,12 @@ def test_exact_second_order_hypergradient_matches_float64_finite_difference():
       plus = unrolled(jax.tree.map(lambda a, v: a + eps * v, arch, d))
       minus = unrolled(jax.tree.map(lambda a, v: a - eps * v, arch, d))
       numeric = float((plus - minus) / (2 * eps))
-      for mode in ("jvp", "unroll"):
+      for mode in ("jvp", "jvp_recompute", "unroll"):
         exact = float(sum(jnp.vdot(grads[mode][c], d[c]) for c in d))
         assert abs(exact - numeric) <= 1e-4 * abs(numeric), (mode, exact, numeric)
     flat = lambda g: np.concatenate([np.ravel(g[c]) for c in ("normal", "reduce")])
     np.testing.assert_allclose(flat(grads["jvp"]), flat(grads["unroll"]), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(flat(grads["jvp_recompute"]), flat(grads["jvp"]), rtol=1e-10, atol=1e-14)
     # The paper's finite difference is an approximation: close, but measurably not exact.
     paper_error = np.linalg.norm(flat(grads["finite_difference"]) - flat(grads["jvp"])) / np.linalg.norm(
         flat(grads["jvp"]))
@@ -254,6 +254,16 @@ def test_search_derives_a_valid_genotype_and_logs_alphas(dataset, tmp_path):
   assert alphas.shape == (5, 3) and np.allclose(alphas.sum(-1), 1, atol=1e-4)
   assert all(np.isfinite(r["hessian_eigenvalue"]) for r in records)
   assert records[0]["alphas"] != records[1]["alphas"]  # the architecture moved
+
+
+def test_warm_up_epochs_train_only_the_weights(dataset):
+  result = run_search(tiny_config(arch_warmup_epochs=1), TINY_SPACE, dataset, show_progress=False)
+  warm, searched = result["history"]
+  # The first epoch's alphas are the initial ones (no validation loss is even computed), the second moves.
+  init = Search(tiny_config(), TINY_SPACE, (8, 8, 1), 4, (0.4,), (0.2,), 6).init_state()["arch"]
+  np.testing.assert_allclose(warm["alphas"]["normal"], jax.nn.softmax(init["normal"], -1), atol=2e-5)
+  assert "valid_loss" not in warm and np.isfinite(searched["valid_loss"])
+  assert warm["alphas"] != searched["alphas"]
 
 
 def test_killed_search_resumes_bitwise(dataset, tmp_path):

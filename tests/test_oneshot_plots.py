@@ -276,6 +276,9 @@ def test_benchmark_options_scale_the_paper_configs():
   assert (retrain.epochs, retrain.channels, retrain.layers, retrain.train_subset, retrain.batch_size,
           retrain.seed) == (2, 8, 5, 2000, 32, 5)
   assert retrain.drop_path == 0.2 and retrain.auxiliary and retrain.weight_decay == 3e-4
+  assert search.arch_warmup_epochs == 0
+  args = bench.parse_args(["--search-epochs", "3", "--search-warmup-epochs", "1", "--drop-path", "0"])
+  assert bench.search_cfg("darts", args).arch_warmup_epochs == 1 and bench.retrain_cfg(args).drop_path == 0.0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -285,6 +288,8 @@ def test_benchmark_options_scale_the_paper_configs():
     (["--search-epochs", "0"], "--search-epochs"),
     (["--train-subset", "-1"], "--train-subset"),
     (["--search-subset", "50", "--batch-size", "32"], "at least twice the batch size"),
+    (["--search-epochs", "2", "--search-warmup-epochs", "2"], "leaves no epoch"),
+    (["--drop-path", "1.0"], "--drop-path"),
 ])
 def test_benchmark_rejects_bad_options(argv, message):
   bench = load_benchmark()

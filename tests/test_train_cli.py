@@ -149,3 +149,29 @@ def test_data_parallel_step_equals_single_device():
   assert outs[0][1] == pytest.approx(outs[1][1], rel=1e-5)
   for a, b in zip(jax.tree.leaves(outs[0][0]), jax.tree.leaves(outs[1][0])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_command_line_options_reach_the_configs():
+  """Every option of ``train`` and of a one-shot ``search`` lands in its config; unset ones keep the default."""
+  parser = cli.build_parser()
+  args = parser.parse_args(["train", "--genotype", "DARTS_V2", "--no-flip", "--no-auxiliary", "--epochs", "3",
+                            "--out", "x"])
+  cfg = cli._train_config(args)
+  assert (cfg.flip, cfg.auxiliary, cfg.epochs, cfg.cutout) == (False, False, 3, train.darts_eval_config().cutout)
+  args = parser.parse_args(["search", "--method", "darts", "--order", "2", "--hessian", "finite_difference",
+                            "--no-flip", "--out", "x"])
+  cfg = cli._oneshot_config(args)
+  assert (cfg.order, cfg.hessian, cfg.flip, cfg.epochs) == (2, "finite_difference", False, 50)
+
+
+def test_finished_stages_are_reused_only_under_the_same_settings(tmp_path):
+  from nasjax.utils.stages import load_finished, write_json_atomic
+  path = str(tmp_path / "stage.json")
+  assert load_finished(path, {"a": 1}) is None
+  write_json_atomic(path, {"settings": {"a": 1}, "accuracy": 0.9})
+  assert load_finished(path, {"a": 1}) == {"settings": {"a": 1}, "accuracy": 0.9}
+  assert load_finished(path, {"a": 2}) is None
+  with open(path, "w") as f:
+    f.write('{"settings": {"a": 1}, "accur')  # a process killed while writing
+  assert load_finished(path, {"a": 1}) is None
+  assert not os.path.exists(path + ".tmp")

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nasjax.errors import NasjaxError
+
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 CONV_IMPLS = ("auto", "xla", "canonical")
 
@@ -32,16 +34,22 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def resolve_conv_impl(impl: str, backend: str | None = None) -> str:
+  """``"auto"`` is the canonical form on CPU (its gradients run on XLA:CPU's fast kernel), XLA's own elsewhere."""
+  if impl not in CONV_IMPLS:
+    raise NasjaxError(f"unknown convolution implementation {impl!r}; accepted: {', '.join(CONV_IMPLS)}")
+  if impl != "auto":
+    return impl
+  return "canonical" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int | Sequence[int] = 1,
            padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0)), dilation: int | Sequence[int] = 1,
            impl: str = "auto") -> jax.Array:
   """Dense convolution of NHWC ``x`` with an HWIO ``kernel`` (explicit padding per spatial axis)."""
-  if impl not in CONV_IMPLS:
-    raise ValueError(f"unknown convolution implementation {impl!r}; accepted: {', '.join(CONV_IMPLS)}")
   stride, dilation = _pair(stride), _pair(dilation)
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-  if impl == "auto":
-    impl = "canonical" if jax.default_backend() == "cpu" else "xla"
+  impl = resolve_conv_impl(impl)
   if impl == "xla":
     return _xla_conv(x, kernel, stride, padding, dilation)
   return _canonical_conv(x, kernel, stride, padding, dilation)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
+from nasjax.nn.conv import resolve_conv_impl
 from nasjax.nn.ops import OPS, OpConfig, batch_norm, conv, make_op, preprocess_cell_inputs
 from nasjax.nn.supernet import reduction_layers
 
@@ -50,6 +51,7 @@ class Cell(nn.Module):
   reduction_prev: bool
   affine: bool = True
   dw_impl: str = "auto"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, s0, s1, train: bool = False, drop_prob: Any = 0.0):
@@ -63,7 +65,7 @@ class Cell(nn.Module):
           raise NasjaxError(f"node {k + 2} reads state {source}, but only states 0..{len(states) - 1} "
                             "exist before it")
         stride = 2 if self.reduction and source < 2 else 1
-        h = make_op(op_name, OpConfig(c, stride, self.affine, self.dw_impl))(states[source], train)
+        h = make_op(op_name, OpConfig(c, stride, self.affine, self.dw_impl, conv_impl=self.conv_impl))(states[source], train)
         if train and not (op_name == "skip_connect" and stride == 1):
           h = drop_path(h, drop_prob, self.make_rng("dropout"))
         total = h if total is None else total + h
@@ -104,6 +106,11 @@ class Network(nn.Module):
     num_classes: classifier outputs.
     auxiliary: adds the auxiliary head after the second reduction cell.
     stem: "cifar" (3x3 conv to 3C) or "imagenet" (three stride-2 convolutions, DARTS' ImageNet stem).
+    dw_impl: depthwise formulation (:func:`nasjax.nn.ops.resolve_dw_impl`).
+    conv_impl: "auto" (canonical convolutions with their own gradients on CPU, XLA's elsewhere), "xla"
+      or "canonical". On this project's 2-core CPU the canonical form (with the shifted-slice depthwise
+      gradient it brings) made a DARTS_V2 training step (16 channels, 8 cells, batch 64, 28x28x1)
+      1.37 s -> 1.11 s.
     scan_cells: "auto", True or False (see module docstring).
   """
   genotype: Any
@@ -115,6 +122,7 @@ class Network(nn.Module):
   stem_multiplier: int = 3
   affine: bool = True
   dw_impl: str = "auto"
+  conv_impl: str = "auto"
   scan_cells: Any = "auto"
 
   def _validate(self):
@@ -150,6 +158,7 @@ class Network(nn.Module):
       s1 = batch_norm(train, True)(conv(c, (3, 3), 2, name="stem1_conv")(nn.relu(s0)))
       reduction_prev = True
 
+    conv_impl = resolve_conv_impl(self.conv_impl)
     reductions = reduction_layers(self.layers)
     aux_after = 2 * self.layers // 3
     scan = self.scan_cells
@@ -162,7 +171,7 @@ class Network(nn.Module):
       reduction = i in reductions
       cur = cur * 2 if reduction else cur
       nodes, concat = (reduce, reduce_concat) if reduction else (normal, normal_concat)
-      cell_args = (nodes, concat, cur, reduction, reduction_prev, self.affine, self.dw_impl)
+      cell_args = (nodes, concat, cur, reduction, reduction_prev, self.affine, self.dw_impl, conv_impl)
       # A run of cells can share one scanned body when their inputs already have the cell's output
       # shape (normal cells after two normal cells of the same stage); a run ends at the aux head.
       run = 1

@@ -12,6 +12,10 @@ The paper approximates the mixed second-derivative product by a central finite d
 * ``"jvp"`` (default): forward-over-reverse. ``jax.linearize`` of ``w -> (grad_w, grad_alpha) L_train``
   yields ``grad_w L_train`` (for ``w'``) and a linear map whose ``alpha`` output at tangent ``v`` is the
   exact mixed product, sharing one forward/backward pass;
+* ``"jvp_recompute"``: the same exact product with ``jax.jvp`` at ``v`` once ``v`` is known, instead of
+  keeping the linearisation alive across the validation gradient: one more forward/backward pass of the
+  training loss, far less memory (measured in ``benchmarks/supernet_step.py``; with the supernet's
+  ``remat_edges`` it is what fits the paper's second-order setting on a 24 GiB CPU machine);
 * ``"unroll"``: reverse-over-reverse through the unrolled step, ``jax.grad`` of ``alpha ->
   L_val(w'(alpha), alpha)`` (also exact; a cross-check);
 * ``"finite_difference"``: the paper's approximation with ``eps = 0.01 / ||v||``, kept for comparison.
@@ -31,7 +35,7 @@ from jax.flatten_util import ravel_pytree
 
 from nasjax.errors import NasjaxError
 
-HESSIAN_MODES = ("jvp", "unroll", "finite_difference")
+HESSIAN_MODES = ("jvp", "jvp_recompute", "unroll", "finite_difference")
 
 
 def virtual_step(params, grads, xi, momentum_buffer=None, momentum: float = 0.0, weight_decay: float = 0.0):
@@ -63,8 +67,8 @@ def architecture_gradient(train_loss: Callable, valid_loss: Callable, params, ar
       return valid_loss(step(params, jax.grad(train_loss)(params, a)), a)
     return jax.value_and_grad(unrolled)(arch)
 
+  train_grads = lambda w: jax.grad(train_loss, argnums=(0, 1))(w, arch)
   if hessian == "jvp":
-    train_grads = lambda w: jax.grad(train_loss, argnums=(0, 1))(w, arch)
     (grad_w, _), linear = jax.linearize(train_grads, params)
   else:
     grad_w = jax.grad(train_loss)(params, arch)
@@ -73,6 +77,8 @@ def architecture_gradient(train_loss: Callable, valid_loss: Callable, params, ar
 
   if hessian == "jvp":
     mixed = linear(v)[1]
+  elif hessian == "jvp_recompute":
+    mixed = jax.jvp(train_grads, (params,), (v,))[1][1]
   else:
     eps = fd_scale / (optax.tree.norm(v) + 1e-12)
     plus = jax.tree.map(lambda w, d: w + eps * d, params, v)

@@ -32,6 +32,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import ml_collections
 import numpy as np
 import optax
@@ -67,11 +68,11 @@ def search_config(method: str = "darts") -> ml_collections.ConfigDict:
       method=method, space="darts", epochs=50, batch_size=64, channels=16, layers=8, stem_multiplier=3,
       learning_rate=0.025, min_learning_rate=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
       arch_learning_rate=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3,
-      order=1, hessian="jvp", arch_warmup_epochs=0, partial_channels=1, tau_max=10.0, tau_min=0.1,
+      order=1, hessian="jvp_recompute", arch_warmup_epochs=0, partial_channels=1, tau_max=10.0, tau_min=0.1,
       drnas_reg=1e-3, anti_collapse="none", max_skips=2, eigen_every=0, eigen_iters=10,
       eigen_window=5, eigen_ratio=0.75, valid_fraction=0.5, train_subset=0, crop_padding=4, flip=True,
       seed=2, eval_batch_size=500, checkpoint_every_steps=0, keep_checkpoints=2, rank_samples=100,
-      rank_batches=4, dw_impl="auto", edge_loop="auto"))
+      rank_batches=4, dw_impl="auto", edge_loop="auto", remat_edges=True))
   if method == "pcdarts":
     # Xu et al. 2020: K=4, batch 256, learning rate 0.1, architecture lr 6e-4, 15 warm-up epochs.
     cfg.update(partial_channels=4, batch_size=256, learning_rate=0.1, arch_learning_rate=6e-4,
@@ -130,7 +131,8 @@ class Search:
     self.method = make_method(cfg, space)
     self.net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
                                   stem_multiplier=cfg.stem_multiplier, dw_impl=cfg.dw_impl,
-                                  partial_channels=self.method.partial_channels, edge_loop=cfg.edge_loop)
+                                  partial_channels=self.method.partial_channels, edge_loop=cfg.edge_loop,
+                                  remat_edges=cfg.remat_edges)
     self.input_shape, self.mean, self.std = input_shape, mean, std
     self.mesh = mesh or nasdata.data_mesh()
     self.steps_per_epoch = steps_per_epoch
@@ -204,18 +206,23 @@ class Search:
     metrics = {}
     arch, arch_opt = state["arch"], state["arch_opt"]
     if self.method.bilevel:
-      train_loss, valid_loss = self.arch_losses(state, xt, yt, xv, yv, k_arch)
-      momentum_buffer = optax.tree_utils.tree_get(state["weight_opt"], "trace")
-      valid_value, arch_grad = architecture_gradient(
-          train_loss, valid_loss, state["params"], arch, order=cfg.order, hessian=cfg.hessian,
-          xi=self.schedule(state["step"]), momentum_buffer=momentum_buffer, momentum=cfg.momentum,
-          weight_decay=cfg.weight_decay)
-      updates, new_arch_opt = self.arch_tx.update(arch_grad, arch_opt, arch)
-      new_arch = optax.apply_updates(arch, updates)
+      def arch_update(arch, arch_opt):
+        train_loss, valid_loss = self.arch_losses(state, xt, yt, xv, yv, k_arch)
+        momentum_buffer = optax.tree_utils.tree_get(state["weight_opt"], "trace")
+        valid_value, arch_grad = architecture_gradient(
+            train_loss, valid_loss, state["params"], arch, order=cfg.order, hessian=cfg.hessian,
+            xi=self.schedule(state["step"]), momentum_buffer=momentum_buffer, momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay)
+        updates, new_arch_opt = self.arch_tx.update(arch_grad, arch_opt, arch)
+        return optax.apply_updates(arch, updates), new_arch_opt, valid_value
+
+      def warm_up(arch, arch_opt):
+        # Weights only: the architecture gradient is not computed at all (half of a first-order step).
+        # A zero validation loss is what the epoch record leaves out.
+        return arch, arch_opt, jnp.zeros((), jnp.result_type(*jax.tree.leaves(state["params"])))
+
       active = state["step"] >= cfg.arch_warmup_epochs * self.steps_per_epoch
-      arch = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_arch, arch)
-      arch_opt = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_arch_opt, arch_opt)
-      metrics["valid_loss"] = valid_value
+      arch, arch_opt, metrics["valid_loss"] = lax.cond(active, arch_update, warm_up, arch, arch_opt)
     weights = self.weights(arch, k_weights, state["step"])
     (loss, (batch_stats, logits)), grads = jax.value_and_grad(self.loss, has_aux=True)(
         state["params"], state["batch_stats"], weights, xt, yt)
