@@ -15,6 +15,7 @@ import sys
 import time
 
 from nasjax.errors import NasjaxError
+from nasjax.utils.stages import write_json_atomic
 
 
 def _versions() -> dict:
@@ -42,10 +43,7 @@ def _prepare_out(out: str, force: bool = False, resumable: bool = False) -> str:
 
 def _write_result(path: str, result: dict) -> None:
   result = dict(result, versions=_versions(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=2, default=float)
-  os.replace(tmp, path)
+  write_json_atomic(path, result, indent=2, default=float)
 
 
 def resolve_genotype(spec: str):

@@ -13,8 +13,9 @@
 Layout for speed. Edges of the same kind (stride and shapes) form an :class:`EdgeStack` whose variables
 are stacked on an edge axis and whose edges run as one ``lax.scan``: one traced and compiled edge per
 kind instead of one per edge (see :func:`resolve_edge_loop`). All edges of a normal cell are one kind
-(``all_edges``); a reduction cell has its strided ``input_edges`` and its ``node_edges``. Convolutions, depthwise convolutions and pools
-are written the way each backend runs them fastest (``nasjax.nn.conv``, ``nasjax.nn.ops``).
+(``all_edges``); a reduction cell has its strided ``input_edges`` and its ``node_edges``. Convolutions,
+depthwise convolutions and pools are written the way each backend runs them fastest (``nasjax.nn.conv``,
+``nasjax.nn.ops``).
 Partial-channel connections (PC-DARTS) are a static ``partial_channels`` K: each edge mixes C/K channels
 and passes the rest through, then shuffles.
 """
@@ -122,8 +123,8 @@ def resolve_edge_loop(mode: str) -> str:
   cell's forward + backward (C=16, all 8 ops) had 2,241 fused kernels and compiled in 25 s unrolled,
   368 kernels and 4.5 s scanned. XLA:CPU only keeps its fast convolutions inside loops with the
   canonical convolutions of :mod:`nasjax.nn.conv` (autodiff's own backward convolutions run ~15x
-  slower there), which the scanned edges use. A "vmap" over edges is not offered: with per-edge inputs and kernels it becomes a grouped
-  convolution, which XLA:CPU ran 5-8x slower than the loop.
+  slower there), which the scanned edges use. A "vmap" over edges is not offered: with per-edge inputs
+  and kernels it becomes a grouped convolution, which XLA:CPU ran 5-8x slower than the loop.
 
   The scanned edges differentiate with custom gradients (reverse mode and forward-over-reverse, which
   covers DARTS' exact second order); pure forward mode (``jax.jvp`` / ``jacfwd`` of the supernet) needs

@@ -16,11 +16,11 @@ from typing import Any, Callable
 from nasjax.errors import NasjaxError
 
 
-def write_json_atomic(path: str, value: Any, indent: int = 1) -> None:
+def write_json_atomic(path: str, value: Any, indent: int = 1, default: Callable | None = None) -> None:
   """Write-then-rename: a killed process leaves either the old file or the new one, never half of one."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(value, f, indent=indent)
+    json.dump(value, f, indent=indent, default=default)
   os.replace(tmp, path)
 
 
