@@ -118,6 +118,9 @@ def run_nasjax(mode: str, args) -> dict:
     out = run_nasjax_plain(mode, args)
   out = common | out
   out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+  stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+  if stats and "peak_bytes_in_use" in stats:
+    out["peak_device_mib"] = round(stats["peak_bytes_in_use"] / 2**20, 1)
   return out
 
 
@@ -146,12 +149,23 @@ def run_nasjax_plain(mode: str, args) -> dict:
 
 
 def run_reference(mode: str, args) -> dict:
-  cmd = [args.torch_python, args.reference, "--mode", mode, "--batch", str(args.batch), "--C", str(args.C),
+  script = [args.reference]
+  if args.reference_device != "cpu":
+    script = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference_device.py"),
+              args.reference_device, args.reference]
+  cmd = [args.torch_python, *script, "--mode", mode, "--batch", str(args.batch), "--C", str(args.C),
          "--layers", str(args.layers), "--steps", str(args.steps), "--warmup", str(args.warmup)]
   if args.threads:
     cmd += ["--threads", str(args.threads)]
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
+  return _run_json(cmd, {"impl": "pytorch-reference", "mode": mode})
+
+
+def _run_json(cmd: list[str], what: dict) -> dict:
+  """Last JSON line of a measuring process, or a record of its failure (the other modes still run)."""
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  if proc.returncode != 0:
+    return what | {"error": f"exit status {proc.returncode}", "stderr_tail": proc.stderr[-2000:]}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
@@ -170,6 +184,8 @@ def main(argv=None):
   ap.add_argument("--reference", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                                       "reference", "torch_darts_step.py"))
   ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+  ap.add_argument("--reference-device", default="cpu",
+                  help="device of the reference (cuda: through benchmarks/torch_reference_device.py)")
   ap.add_argument("--method", default="darts", help="one-shot method of modes first/second (darts, pcdarts, ...)")
   ap.add_argument("--hessian", default=None,
                   help="second-order product: jvp, jvp_recompute, unroll or finite_difference (default: the "
@@ -191,12 +207,14 @@ def main(argv=None):
     # Each nasjax mode runs in a fresh process too: its peak RSS is then its own.
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode] + [
         a for a in (argv if argv is not None else sys.argv[1:])]
-    ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    ours = _run_json(cmd, {"impl": "nasjax", "mode": mode})
     print(json.dumps(ours), flush=True)
     if args.torch_python:
       print(json.dumps(ref), flush=True)
-      print(json.dumps({"mode": mode, "speedup_vs_reference":
-                        round(ref["median_s_per_step"] / ours["median_s_per_step"], 3)}), flush=True)
+      if "error" not in ours and "error" not in ref:
+        print(json.dumps({"mode": mode, "speedup_vs_reference":
+                          round(ref["median_s_per_step"] / ours["median_s_per_step"], 3)}), flush=True)
+  return 0
 
 
 if __name__ == "__main__":

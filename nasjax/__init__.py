@@ -5,4 +5,8 @@ An architecture is data (a fixed-length int32 array), a search is a pure functio
 
 __version__ = "0.1.0"
 
-from nasjax.errors import NasjaxError  # noqa: F401
+from nasjax import xla_workarounds as _xla_workarounds
+
+_xla_workarounds.apply()
+
+from nasjax.errors import NasjaxError  # noqa: E402,F401

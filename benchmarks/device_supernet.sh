@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# GPU figures of issues 3 and 4 in one prepared run (one lease of a lent GPU machine):
+#   1. benchmarks/supernet_step.py, modes eval, weights, first, second at the DARTS search setting
+#      (C=16, 8 cells, batch 64), each next to the PyTorch reference on the same GPU;
+#   2. one real search epoch of `nasjax search --method darts` at the paper setting (first order) on a
+#      CIFAR-10-shaped array set (50,000 32x32x3 train images; the machine has no network, so the pixels
+#      are random: the time per epoch does not depend on them);
+#   3. the weights / first modes without recomputed edges, and the weights mode with unrolled edges.
+# Every stage has a time cap under one deadline and appends JSON lines under $OUT as it goes, so a stage
+# that runs out of time still leaves the earlier ones.
+#
+#   OUT=/tmp/out PYTHON=python3 REFERENCE=.devcarry/torch_darts_step.py bash benchmarks/device_supernet.sh
+#   SMOKE=1 ...   # tiny sizes on any machine, reference on the CPU: checks the script itself
+set -u
+OUT=${OUT:?set OUT to a folder for the results}
+PYTHON=${PYTHON:-python3}
+TORCH_PYTHON=${TORCH_PYTHON:-$PYTHON}
+REFERENCE=${REFERENCE:-.devcarry/torch_darts_step.py}
+DEADLINE=${DEADLINE:-560}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p "$OUT"
+LOG=$OUT/log.txt
+
+if [ "${SMOKE:-0}" = 1 ]; then
+  size=(--C 4 --layers 2 --batch 8) steps=(--steps 2 --warmup 1) refdev=cpu
+  search_size=(--channels 4 --layers 2 --batch-size 8) n_train=64 n_test=16
+else
+  size=(--C 16 --layers 8 --batch 64) steps=(--steps 20 --warmup 3) refdev=cuda
+  search_size=() n_train=50000 n_test=10000
+fi
+
+capped() {  # capped SECONDS cmd...: runs cmd for at most SECONDS, never past the deadline
+  local cap=$1; shift
+  local left=$((DEADLINE - SECONDS))
+  [ "$left" -lt "$cap" ] && cap=$left
+  if [ "$cap" -le 10 ]; then echo "skipped (deadline): $*" | tee -a "$LOG"; return 124; fi
+  echo "[$SECONDS s] cap ${cap}s: $*" | tee -a "$LOG"
+  timeout -k 5 "$cap" "$@"
+  local rc=$?
+  echo "[$SECONDS s] exit $rc" | tee -a "$LOG"
+  return $rc
+}
+
+{
+  nvidia-smi -L 2>/dev/null || true
+  $PYTHON -c 'import jax, flax, optax, chex, orbax.checkpoint as o, numpy, ml_collections, sys
+print(sys.version.split()[0], "jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__,
+      "chex", chex.__version__, "numpy", numpy.__version__, jax.devices())'
+  $TORCH_PYTHON -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())'
+} 2>&1 | tee "$OUT/versions.txt"
+
+bench=(benchmarks/supernet_step.py "${size[@]}" "${steps[@]}")
+# 1. every mode with the search defaults (recomputed edges, jvp_recompute), next to the reference.
+for mode in eval weights first second; do
+  capped 200 $PYTHON "${bench[@]}" --modes $mode --torch-python "$TORCH_PYTHON" --reference "$REFERENCE" \
+    --reference-device $refdev 2>>"$LOG" | tee -a "$OUT/supernet_step.jsonl"
+done
+
+# 2. one search epoch at the paper setting, timed by the search's own per-epoch record (epoch 2 has no
+#    compilation in it).
+$PYTHON - "$n_train" "$n_test" <<'EOF'
+import sys, numpy as np
+n, m = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+np.savez("/tmp/cifar_shaped.npz", x_train=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+         y_train=rng.integers(0, 10, n).astype(np.int64), x_test=rng.integers(0, 256, (m, 32, 32, 3), dtype=np.uint8),
+         y_test=rng.integers(0, 10, m).astype(np.int64))
+EOF
+rm -rf /tmp/search_epoch
+capped 260 $PYTHON -c 'import sys; from nasjax.cli import main; sys.exit(main(sys.argv[1:]))' search \
+  --method darts --order 1 --epochs 2 --data /tmp/cifar_shaped.npz --out /tmp/search_epoch --quiet \
+  "${search_size[@]}" >>"$LOG" 2>&1
+cp /tmp/search_epoch/metrics.jsonl "$OUT/search_epoch_metrics.jsonl" 2>/dev/null \
+  || find /tmp/search_epoch -name '*.jsonl' -exec cp {} "$OUT/" \; 2>/dev/null
+
+# 3. the same modes without recomputation (a GPU has the memory), and unrolled edges.
+capped 150 $PYTHON "${bench[@]}" --modes weights,first --remat-edges 0 2>>"$LOG" | tee -a "$OUT/supernet_step_variants.jsonl"
+capped 150 $PYTHON "${bench[@]}" --modes weights --edge-loop unroll 2>>"$LOG" | tee -a "$OUT/supernet_step_variants.jsonl"
+echo "[$SECONDS s] done" | tee -a "$LOG"
+$PYTHON - "$OUT" <<'EOF'
+import glob, json, os, sys
+keys = ("impl", "mode", "edge_loop", "remat_edges", "median_s_per_step", "min_s_per_step", "compile_s",
+        "peak_device_mib", "peak_rss_mib", "speedup_vs_reference", "error", "epoch", "seconds", "train_loss")
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.jsonl"))):
+  print(os.path.basename(path))
+  for line in open(path):
+    if line.strip().startswith("{"):
+      rec = json.loads(line)
+      print(" ", {k: rec[k] for k in keys if k in rec})
+EOF
