@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # GPU figures of issues 3 and 4 in one prepared run (one lease of a lent GPU machine):
-#   1. benchmarks/supernet_step.py, modes eval, weights, first, second at the DARTS search setting
+#   1. (modes) benchmarks/supernet_step.py, modes eval, weights, first, second at the DARTS search setting
 #      (C=16, 8 cells, batch 64), each next to the PyTorch reference on the same GPU;
-#   2. one real search epoch of `nasjax search --method darts` at the paper setting (first order) on a
-#      CIFAR-10-shaped array set (50,000 32x32x3 train images; the machine has no network, so the pixels
-#      are random: the time per epoch does not depend on them);
-#   3. the weights / first modes without recomputed edges, and the weights mode with unrolled edges.
+#   2. (variants) the weights step with other depthwise forms, without recomputed edges, and with
+#      unrolled edges;
+#   3. (epoch) one real search epoch of `nasjax search --method darts` at the paper setting (first order)
+#      on a CIFAR-10-shaped array set (50,000 32x32x3 train images; the machine has no network, so the
+#      pixels are random: the time per epoch does not depend on them).
 # Every stage has a time cap under one deadline and appends JSON lines under $OUT as it goes, so a stage
 # that runs out of time still leaves the earlier ones.
 #
 #   OUT=/tmp/out PYTHON=python3 REFERENCE=.devcarry/torch_darts_step.py bash benchmarks/device_supernet.sh
 #   SMOKE=1 ...   # tiny sizes on any machine, reference on the CPU: checks the script itself
+#   STAGES="variants epoch" ...   # a subset of the stages (modes, variants, epoch), in that order
+# The lent machines' image has jax, flax, optax, chex, orbax and torch but not ml_collections: carry its
+# wheel (`pip download --no-deps ml_collections` into an ignored .whl/, install it with --target).
 set -u
 OUT=${OUT:?set OUT to a folder for the results}
 PYTHON=${PYTHON:-python3}
@@ -50,15 +54,21 @@ print(sys.version.split()[0], "jax", jax.__version__, "flax", flax.__version__, 
 } 2>&1 | tee "$OUT/versions.txt"
 
 bench=(benchmarks/supernet_step.py "${size[@]}" "${steps[@]}")
-# 1. every mode with the search defaults (recomputed edges, jvp_recompute), next to the reference.
-for mode in eval weights first second; do
-  capped 200 $PYTHON "${bench[@]}" --modes $mode --torch-python "$TORCH_PYTHON" --reference "$REFERENCE" \
-    --reference-device $refdev 2>>"$LOG" | tee -a "$OUT/supernet_step.jsonl"
-done
+stage_modes() {  # every mode with the search defaults (recomputed edges, jvp_recompute), next to the reference
+  for mode in eval weights first second; do
+    capped 240 $PYTHON "${bench[@]}" --modes $mode --torch-python "$TORCH_PYTHON" --reference "$REFERENCE" \
+      --reference-device $refdev 2>>"$LOG" | tee -a "$OUT/supernet_step.jsonl"
+  done
+}
 
-# 2. one search epoch at the paper setting, timed by the search's own per-epoch record (epoch 2 has no
-#    compilation in it).
-$PYTHON - "$n_train" "$n_test" <<'EOF'
+stage_variants() {  # where the GPU weights step loses its time (2026-11-27: 0.69 s vs PyTorch's 0.44 s)
+  for variant in "--dw-impl dense" "--dw-impl shift" "--remat-edges 0" "--edge-loop unroll"; do
+    capped 150 $PYTHON "${bench[@]}" --modes weights $variant 2>>"$LOG" | tee -a "$OUT/supernet_step_variants.jsonl"
+  done
+}
+
+stage_epoch() {  # one search epoch at the paper setting, timed by the search's own per-epoch record
+  $PYTHON - "$n_train" "$n_test" <<'EOF'
 import sys, numpy as np
 n, m = int(sys.argv[1]), int(sys.argv[2])
 rng = np.random.default_rng(0)
@@ -66,16 +76,18 @@ np.savez("/tmp/cifar_shaped.npz", x_train=rng.integers(0, 256, (n, 32, 32, 3), d
          y_train=rng.integers(0, 10, n).astype(np.int64), x_test=rng.integers(0, 256, (m, 32, 32, 3), dtype=np.uint8),
          y_test=rng.integers(0, 10, m).astype(np.int64))
 EOF
-rm -rf /tmp/search_epoch
-capped 260 $PYTHON -c 'import sys; from nasjax.cli import main; sys.exit(main(sys.argv[1:]))' search \
-  --method darts --order 1 --epochs 2 --data /tmp/cifar_shaped.npz --out /tmp/search_epoch --quiet \
-  "${search_size[@]}" >>"$LOG" 2>&1
-cp /tmp/search_epoch/metrics.jsonl "$OUT/search_epoch_metrics.jsonl" 2>/dev/null \
-  || find /tmp/search_epoch -name '*.jsonl' -exec cp {} "$OUT/" \; 2>/dev/null
+  rm -rf /tmp/search_epoch
+  # Epoch 2's record has no compilation in it.
+  capped 260 $PYTHON -c 'import sys; from nasjax.cli import main; sys.exit(main(sys.argv[1:]))' search \
+    --method darts --order 1 --epochs 2 --data /tmp/cifar_shaped.npz --out /tmp/search_epoch --quiet \
+    "${search_size[@]}" >>"$LOG" 2>&1
+  cp /tmp/search_epoch/metrics.jsonl "$OUT/search_epoch_metrics.jsonl" 2>/dev/null
+}
 
-# 3. the same modes without recomputation (a GPU has the memory), and unrolled edges.
-capped 150 $PYTHON "${bench[@]}" --modes weights,first --remat-edges 0 2>>"$LOG" | tee -a "$OUT/supernet_step_variants.jsonl"
-capped 150 $PYTHON "${bench[@]}" --modes weights --edge-loop unroll 2>>"$LOG" | tee -a "$OUT/supernet_step_variants.jsonl"
+# STAGES picks and orders the stages: a 15-minute lease fits about two of them.
+for stage in ${STAGES:-modes variants epoch}; do
+  "stage_$stage"
+done
 echo "[$SECONDS s] done" | tee -a "$LOG"
 $PYTHON - "$OUT" <<'EOF'
 import glob, json, os, sys

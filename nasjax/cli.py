@@ -25,7 +25,8 @@ def _versions() -> dict:
   import nasjax
   return {"nasjax": nasjax.__version__, "jax": jax.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "python": platform.python_version(),
-          "backend": jax.default_backend(), "devices": jax.device_count()}
+          "backend": jax.default_backend(), "devices": jax.device_count(),
+          "processes": jax.process_count()}
 
 
 def _prepare_out(out: str, force: bool = False, resumable: bool = False) -> str:
@@ -256,7 +257,10 @@ def cmd_search_oneshot(args) -> dict:
                               show_progress=not args.quiet)
   genotype = spaces.Genotype.from_string(result["genotype"])
   from nasjax.oneshot import plots as oneshot_plots
-  if result["history"] and "alphas" in result["history"][-1]:
+  from nasjax.parallel.distributed import is_main_process
+  if not is_main_process():
+    plots = []
+  elif result["history"] and "alphas" in result["history"][-1]:
     plots = oneshot_plots.plot_search(result["history"], genotype, tuple(space.supernet_ops), args.out)
   else:  # SPOS learns no alphas: only the found cells are drawn
     plots = [oneshot_plots.plot_cell(genotype, cell, os.path.join(args.out, f"cell_{cell}.png"))
@@ -375,9 +379,15 @@ def main(argv=None) -> int:
       print(json.dumps({k: v for k, v in result.items()}, indent=2))
       return 0
     handler = {"search": cmd_search, "train": cmd_train, "eval": cmd_eval}[command]
+    from nasjax.parallel import distributed as dist
+    # A multi-process job (NASJAX_COORDINATOR, NASJAX_NUM_PROCESSES, NASJAX_PROCESS_ID set for each
+    # process) runs the same command in every process over one global device mesh; alone, this is a no-op.
+    dist.initialize()
     result = handler(args)
     path = result.pop("_result_path")
-    _write_result(path, result)
+    if dist.is_main_process():
+      _write_result(path, result)
+    dist.shutdown()
     summary = {k: result[k] for k in ("command", "space", "genotype", "metrics") if k in result}
     print(json.dumps(dict(summary, result=path), indent=2, default=float))
     return 0

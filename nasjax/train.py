@@ -32,6 +32,7 @@ import optax
 from nasjax import data as nasdata
 from nasjax.errors import NasjaxError
 from nasjax.nn.network import Network
+from nasjax.parallel.distributed import is_main_process, to_host
 from nasjax.utils import checkpoint as ckpt
 from nasjax.utils.logging import MetricsLogger, progress
 
@@ -129,7 +130,7 @@ def evaluate(eval_step, state, x, y, batch_size: int, mesh) -> dict[str, float]:
       yb = np.concatenate([yb, np.zeros((pad,), yb.dtype)])
       mask = np.concatenate([mask, np.zeros(pad, np.float32)])
     batch = nasdata.shard_batch((xb, yb, mask), mesh)
-    totals += np.asarray([float(v) for v in eval_step(state, *batch)])
+    totals += np.asarray([float(v) for v in to_host(eval_step(state, *batch))])
   return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
 
 
@@ -182,7 +183,8 @@ def fit(model_fn: ModelFn, model_init: Callable, cfg, x_train, y_train, x_eval=N
     if restored is not None:
       state, meta = restored
       start_epoch, history = meta["epoch"], meta["history"]
-    logger = MetricsLogger(workdir, truncate_after_epoch=start_epoch)
+    # Process 0 alone writes the log of a multi-process job; checkpoints coordinate their own writes.
+    logger = MetricsLogger(workdir, truncate_after_epoch=start_epoch) if is_main_process() else None
   state = nasdata.replicate(state, mesh)
   train_step = make_train_step(model_fn, tx, cfg, mean, std)
   eval_step = make_eval_step(model_fn, mean, std) if x_eval is not None else None
@@ -208,10 +210,12 @@ def run_epochs(train_step, eval_step, state, batcher, cfg, mesh, *, start_epoch=
     drop_prob = jnp.asarray(cfg.drop_path * epoch / max(1, cfg.epochs), jnp.float32)
     sums = {"loss": 0.0, "accuracy": 0.0}
     t0 = time.perf_counter()
-    bar = progress(batcher.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show_progress)
+    bar = progress(batcher.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}",
+                   show_progress and is_main_process())
     for step, (xb, yb) in enumerate(batcher.epoch(epoch)):
       images, labels = nasdata.shard_batch((xb, yb.astype(np.int32)), mesh)
       state, metrics = train_step(state, images, labels, drop_prob)
+      metrics = to_host(metrics)
       loss = float(metrics["loss"])
       if not math.isfinite(loss):
         raise NasjaxError(f"training loss became {loss} at epoch {epoch + 1}, step {step + 1}; the last "
@@ -236,8 +240,8 @@ def run_epochs(train_step, eval_step, state, batcher, cfg, mesh, *, start_epoch=
     if logger is not None:
       logger.write(record)
     if manager is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-      manager.save(epoch + 1, jax.device_get(state), {"epoch": epoch + 1, "history": history,
-                                                      "identity": identity or {}})
+      manager.save(epoch + 1, to_host(state), {"epoch": epoch + 1, "history": history,
+                                               "identity": identity or {}})
   return state, history
 
 

@@ -427,3 +427,55 @@ def test_two_process_darts_search_step_matches_one_process(tmp_path):
   multi, single, timings = _run_jobs(_ONESHOT_SCRIPT, tmp_path, steps, timeout_s=600)
   _check_agreement(multi, single, steps)
   print(f"\ntwo-process DARTS timings: {timings}")
+
+
+def _run_cli(args: list[str], envs: list[dict], cwd: Path, timeout_s: float) -> list[str]:
+  procs = [subprocess.Popen([sys.executable, "-m", "nasjax.cli", *args], env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for env in envs]
+  start, outputs = time.time(), []
+  try:
+    for proc in procs:
+      outputs.append(proc.communicate(timeout=max(1.0, timeout_s - (time.time() - start)))[0])
+  except subprocess.TimeoutExpired:
+    for proc in procs:
+      proc.kill()
+    pytest.fail(f"nasjax {' '.join(args)} did not finish in {timeout_s} s: "
+                f"{[p.communicate()[0][-3000:] for p in procs]}")
+  failed = [out[-4000:] for proc, out in zip(procs, outputs) if proc.returncode != 0]
+  assert not failed, f"nasjax {' '.join(args)} failed:\n{failed}"
+  return outputs
+
+
+@pytest.mark.slow
+@needs_gloo
+def test_two_process_search_command_matches_one_process(tmp_path):
+  """``nasjax search --method darts`` as a two-process job on 127.0.0.1 (2 devices each, one shared --out
+  as on a shared file system) finds what one process with 4 devices finds, epoch by epoch; process 0 alone
+  writes the result and the log, and the checkpoints are whole."""
+  rng = np.random.default_rng(0)
+  data = tmp_path / "tiny.npz"
+  np.savez(data, x_train=rng.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8), y_train=rng.integers(0, 10, 64),
+           x_test=rng.integers(0, 256, (16, 8, 8, 1), dtype=np.uint8), y_test=rng.integers(0, 10, 16))
+  common = ["search", "--method", "darts", "--config", "demo", "--data", str(data), "--channels", "2",
+            "--layers", "3", "--batch-size", "8", "--epochs", "2", "--train-subset", "0", "--quiet"]
+  multi, single = tmp_path / "multi", tmp_path / "single"
+  port = _free_port()
+  envs = [_worker_env(2, NASJAX_COORDINATOR=f"127.0.0.1:{port}", NASJAX_NUM_PROCESSES=2, NASJAX_PROCESS_ID=pid)
+          for pid in range(2)]
+  _run_cli(common + ["--out", str(multi)], envs, tmp_path, timeout_s=900)
+  _run_cli(common + ["--out", str(single)], [_worker_env(4)], tmp_path, timeout_s=900)
+
+  got, want = (json.loads((d / "result.json").read_text()) for d in (multi, single))
+  assert got["versions"]["processes"] == 2 and want["versions"]["processes"] == 1
+  assert got["versions"]["devices"] == want["versions"]["devices"] == 4
+  assert got["genotype"] == want["genotype"] and got["arch"] == want["arch"]
+  for cell in ("normal", "reduce"):
+    np.testing.assert_allclose(got["alphas"][cell], want["alphas"][cell], rtol=1e-4, atol=1e-6)
+  logged = [json.loads(line) for line in (multi / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in logged] == [1, 2]  # written once, not once per process
+  for mine, theirs in zip(got["history"], want["history"]):
+    for key in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy"):
+      np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-4, atol=1e-6, err_msg=key)
+  # The run must have moved the architecture for the agreement to mean anything.
+  assert not np.allclose(np.asarray(got["alphas"]["normal"]), 1 / len(got["alphas"]["normal"][0]))
+  assert sorted(p.name for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) == ["4", "8"]

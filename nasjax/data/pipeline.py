@@ -229,7 +229,16 @@ class Batcher:
 
 
 def data_mesh(devices=None) -> Mesh:
-  """A 1-D mesh over ``devices`` (default: all local devices) with the single axis ``"data"``."""
+  """A 1-D mesh over ``devices`` with the single axis ``"data"``.
+
+  The default is every device of the job: this process's devices, or, in a multi-process
+  ``jax.distributed`` job, all processes' devices ordered by process
+  (:func:`nasjax.parallel.distributed.global_mesh`), so the same training and search loops run on one
+  host or many.
+  """
+  if devices is None and jax.process_count() > 1:
+    from nasjax.parallel import distributed  # pylint: disable=import-outside-toplevel
+    return distributed.global_mesh()
   devices = list(jax.local_devices() if devices is None else devices)
   if not devices:
     raise NasjaxError("data_mesh: the device list is empty; pass at least one device (or None for all).")
@@ -242,13 +251,24 @@ def _mesh_size(mesh: Mesh) -> int:
   return int(mesh.shape[DATA_AXIS])
 
 
+def _spans_processes(mesh: Mesh) -> bool:
+  here = jax.process_index()
+  return any(d.process_index != here for d in mesh.devices.flat)
+
+
 def shard_batch(batch, mesh: Mesh):
   """Places every array of a batch pytree on the mesh, split along its leading (batch) axis.
+
+  On a mesh over several processes every process passes the same global batch and supplies only its own
+  devices' rows (:func:`nasjax.parallel.distributed.global_batch`).
 
   Raises:
     NasjaxError: a leaf has no batch axis, or its batch size is not divisible by the device count.
   """
   n_dev = _mesh_size(mesh)
+  if _spans_processes(mesh):
+    from nasjax.parallel import distributed  # pylint: disable=import-outside-toplevel
+    return distributed.global_batch(batch, mesh)
   sharding = NamedSharding(mesh, P(DATA_AXIS))
 
   def put(leaf):
@@ -266,6 +286,12 @@ def shard_batch(batch, mesh: Mesh):
 
 
 def replicate(tree, mesh: Mesh):
-  """Places a full copy of every array of ``tree`` on every device of the mesh (parameters, optimiser state)."""
+  """Places a full copy of every array of ``tree`` on every device of the mesh (parameters, optimiser state).
+
+  On a mesh over several processes every process must pass the same values (same seed).
+  """
   _mesh_size(mesh)
+  if _spans_processes(mesh):
+    from nasjax.parallel import distributed  # pylint: disable=import-outside-toplevel
+    return distributed.replicate_global(tree, mesh)
   return jax.device_put(tree, NamedSharding(mesh, P()))

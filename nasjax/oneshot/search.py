@@ -51,6 +51,7 @@ from nasjax.oneshot.hypergradient import (architecture_gradient, dominant_eigenv
 from nasjax.oneshot.method import CELL_TYPES, Method
 from nasjax.oneshot.pcdarts import pcdarts
 from nasjax.oneshot.spos import spos
+from nasjax.parallel.distributed import is_main_process, to_host
 from nasjax.train import evaluate, init_key
 from nasjax.utils import checkpoint as ckpt
 from nasjax.utils.logging import MetricsLogger, progress
@@ -325,7 +326,9 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
       state, meta = restored
       epoch, start_step, history = meta["epoch"], meta["step_in_epoch"], meta["history"]
       resumed_sums = meta.get("sums")
-    logger = MetricsLogger(workdir, truncate_after_epoch=epoch)
+    # In a multi-process job every process runs the same search; process 0 alone writes the log (the
+    # checkpoint manager coordinates its own writes across processes).
+    logger = MetricsLogger(workdir, truncate_after_epoch=epoch) if is_main_process() else None
   state = nasdata.replicate(state, mesh)
   eigen_batch = next(valid_batches.epoch(0))
   stop_reason, kept_record, steps_run = None, None, 0
@@ -334,7 +337,7 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
   def save(epoch_done: int, step_in_epoch: int, sums=None):
     # Mid-epoch checkpoints carry the epoch's running sums, so the resumed epoch's means are exact.
     if manager is not None:
-      manager.save(epoch_done * steps_per_epoch + step_in_epoch, jax.device_get(state),
+      manager.save(epoch_done * steps_per_epoch + step_in_epoch, to_host(state),
                    {"epoch": epoch_done, "step_in_epoch": step_in_epoch, "history": history,
                     "identity": identity, "sums": sums})
 
@@ -342,13 +345,14 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
     sums = dict(resumed_sums or {"loss": 0.0, "accuracy": 0.0, "valid_loss": 0.0})
     resumed_sums = None
     t0 = time.perf_counter()
-    bar = progress(steps_per_epoch, f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", show_progress)
+    bar = progress(steps_per_epoch, f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
+                   show_progress and is_main_process())
     bar.update(start_step)
     pairs = zip(train_batches.epoch(epoch, start_step), valid_batches.epoch(epoch, start_step))
     for step, ((bx, by), (vx, vy)) in enumerate(pairs, start=start_step):
       batch = nasdata.shard_batch((bx, by, vx, vy), mesh)
       state, metrics = search.step(state, *batch)
-      metrics = {k: float(v) for k, v in metrics.items()}
+      metrics = {k: float(v) for k, v in to_host(metrics).items()}
       for name, value in metrics.items():
         if not math.isfinite(value):
           raise NasjaxError(f"{name.replace('_', ' ')} became {value} at epoch {epoch + 1}, step {step + 1} of "
@@ -376,7 +380,7 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
     ev = evaluate(search.eval_step, state, xv, yv.astype(np.int32), cfg.eval_batch_size, mesh)
     record.update(valid_accuracy=ev["accuracy"], valid_eval_loss=ev["loss"])
     if search.method.bilevel:
-      record.update(_record_arch(search, jax.device_get(state["arch"])))
+      record.update(_record_arch(search, to_host(state["arch"])))
       if cfg.eigen_every and (epoch + 1) % cfg.eigen_every == 0:
         ex, ey = nasdata.shard_batch(eigen_batch, mesh)
         record["hessian_eigenvalue"] = search.eigenvalue(state, ex, ey, jax.random.key(epoch), cfg.eigen_iters)
@@ -440,7 +444,7 @@ def rank_architectures(search: Search, state, train_xy, valid_xy, cfg) -> list[d
     return (images.reshape(n // cfg.batch_size, cfg.batch_size, *images.shape[1:]),
             jnp.asarray(y[:n], jnp.int32).reshape(n // cfg.batch_size, cfg.batch_size))
 
-  variables = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
+  variables = to_host({"params": state["params"], "batch_stats": state["batch_stats"]})
   estimate = weight_sharing_estimator(search.space, search.net, variables, batches(*train_xy),
                                       batches(*valid_xy))
   keys = jax.random.split(jax.random.key(cfg.seed + 17), cfg.rank_samples)
