@@ -62,8 +62,13 @@ stage_modes() {  # every mode with the search defaults (recomputed edges, jvp_re
 }
 
 stage_variants() {  # where the GPU weights step loses its time (2026-11-27: 0.69 s vs PyTorch's 0.44 s)
-  for variant in "--dw-impl dense" "--dw-impl shift" "--remat-edges 0" "--edge-loop unroll"; do
-    capped 150 $PYTHON "${bench[@]}" --modes weights $variant 2>>"$LOG" | tee -a "$OUT/supernet_step_variants.jsonl"
+  # XLA's max-pool gradient (select-and-scatter) and grouped depthwise convolutions are the usual suspects.
+  for variant in "NASJAX_POOL_IMPL=shift" "--dw-impl dense" "--dw-impl shift" "--remat-edges 0" \
+                 "--edge-loop unroll"; do
+    case $variant in
+      NASJAX_*) capped 150 env "$variant" $PYTHON "${bench[@]}" --modes weights ;;
+      *) capped 150 $PYTHON "${bench[@]}" --modes weights $variant ;;
+    esac 2>>"$LOG" | sed "s/^{/{\"variant\": \"$variant\", /" | tee -a "$OUT/supernet_step_variants.jsonl"
   done
 }
 

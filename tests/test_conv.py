@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nasjax.errors import NasjaxError
 from nasjax.nn import ops
 from nasjax.nn.conv import conv2d
 
@@ -84,3 +85,13 @@ def test_shift_depthwise_custom_gradient_equals_autodiff(channels, k, dilation, 
   got_hvp = jax.jvp(jax.grad(loss("shift", "canonical"), (0, 1)), (x, w), tangents)[1]
   for g, ref in zip(got + got_hvp, want + want_hvp):
     np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_pool_impl_override_is_validated(monkeypatch):
+  monkeypatch.delenv(ops.ENV_POOL_IMPL, raising=False)
+  assert ops.resolve_pool_impl("cpu") == "shift" and ops.resolve_pool_impl("gpu") == "window"
+  monkeypatch.setenv(ops.ENV_POOL_IMPL, "window")
+  assert ops.resolve_pool_impl("cpu") == "window"
+  monkeypatch.setenv(ops.ENV_POOL_IMPL, "fast")
+  with pytest.raises(NasjaxError, match="NASJAX_POOL_IMPL='fast'.*shift, window"):
+    ops.resolve_pool_impl()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -79,7 +80,23 @@ def resolve_dw_impl(impl: str, channels: int, backend: str | None = None, custom
   return "dense" if channels <= 16 else "shift"
 
 
+POOL_IMPLS = ("shift", "window")
+ENV_POOL_IMPL = "NASJAX_POOL_IMPL"
+
+
 def resolve_pool_impl(backend: str | None = None) -> str:
+  """Shifted slices on CPU (see :func:`pool`), XLA's ``reduce_window`` elsewhere.
+
+  ``NASJAX_POOL_IMPL=shift|window`` overrides the choice for every "auto" pooling op: a backend-tuning
+  knob (XLA's select-and-scatter, the gradient of ``reduce_window`` max pooling, is slow on some
+  backends), so benchmarks can compare both forms without touching a search space.
+  """
+  override = os.environ.get(ENV_POOL_IMPL, "")
+  if override:
+    if override not in POOL_IMPLS:
+      raise NasjaxError(f"{ENV_POOL_IMPL}={override!r} is not a pooling implementation; accepted: "
+                        f"{', '.join(POOL_IMPLS)}")
+    return override
   return "shift" if (backend or jax.default_backend()) == "cpu" else "window"
 
 
