@@ -37,11 +37,11 @@ capped() {  # capped SECONDS cmd...: runs cmd for at most SECONDS, never past th
   local cap=$1; shift
   local left=$((DEADLINE - SECONDS))
   [ "$left" -lt "$cap" ] && cap=$left
-  if [ "$cap" -le 10 ]; then echo "skipped (deadline): $*" | tee -a "$LOG"; return 124; fi
-  echo "[$SECONDS s] cap ${cap}s: $*" | tee -a "$LOG"
+  if [ "$cap" -le 10 ]; then echo "skipped (deadline): $*" | tee -a "$LOG" >&2; return 124; fi
+  echo "[$SECONDS s] cap ${cap}s: $*" | tee -a "$LOG" >&2
   timeout -k 5 "$cap" "$@"
   local rc=$?
-  echo "[$SECONDS s] exit $rc" | tee -a "$LOG"
+  echo "[$SECONDS s] exit $rc" | tee -a "$LOG" >&2
   return $rc
 }
 
@@ -96,7 +96,8 @@ done
 echo "[$SECONDS s] done" | tee -a "$LOG"
 $PYTHON - "$OUT" <<'EOF'
 import glob, json, os, sys
-keys = ("impl", "mode", "edge_loop", "remat_edges", "median_s_per_step", "min_s_per_step", "compile_s",
+keys = ("variant", "impl", "mode", "dw_impl", "edge_loop", "remat_edges", "median_s_per_step",
+        "min_s_per_step", "compile_s",
         "peak_device_mib", "peak_rss_mib", "speedup_vs_reference", "error", "epoch", "seconds", "train_loss")
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.jsonl"))):
   print(os.path.basename(path))
