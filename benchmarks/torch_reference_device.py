@@ -25,11 +25,12 @@ def main(argv: list[str]) -> int:
   if len(argv) < 2:
     raise SystemExit("usage: torch_reference_device.py DEVICE REFERENCE.py [reference args...]")
   device, script, rest = argv[0], argv[1], argv[2:]
+  on_cuda = device.startswith("cuda")
   import torch  # pylint: disable=import-outside-toplevel
-  if device.startswith("cuda") and not torch.cuda.is_available():
+  if on_cuda and not torch.cuda.is_available():
     raise SystemExit(f"torch {torch.__version__} sees no CUDA device")
   torch.set_default_device(device)
-  if device.startswith("cuda"):
+  if on_cuda:
     clock = time.perf_counter
 
     def synchronised_clock() -> float:
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> int:
     runpy.run_path(script, run_name="__main__")
   record = json.loads(captured.getvalue().strip().splitlines()[-1])
   record["device"] = device
-  if device.startswith("cuda"):
+  if on_cuda:
     record["device_name"] = torch.cuda.get_device_name()
     record["peak_device_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     record["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
