@@ -429,6 +429,45 @@ def test_two_process_darts_search_step_matches_one_process(tmp_path):
   print(f"\ntwo-process DARTS timings: {timings}")
 
 
+_SKEW_SCRIPT = """
+import sys, time
+import numpy as np
+from nasjax.parallel import distributed as dist
+
+info = dist.initialize(timeout_s=120)
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+# A process that compiles its first step longer than its peer (here: sleeps) must not fail the job.
+if info.process_id == 1:
+  time.sleep(float(sys.argv[1]))
+mesh = dist.global_mesh()
+rows = dist.global_batch(np.arange(8, dtype=np.float32), mesh)
+total = jax.jit(lambda v: jnp.sum(v * v), out_shardings=NamedSharding(mesh, P()))(rows)
+print("TOTAL", float(total.addressable_data(0)))
+dist.shutdown()
+"""
+
+
+@needs_gloo
+def test_two_process_job_survives_a_first_collective_skew_over_30_s(tmp_path):
+  """XLA:CPU's Gloo communicator gives peers 30 s to meet at the first collective; initialize opens it
+  in step, so a process that reaches its first real collective 40 s after its peer still works."""
+  script = tmp_path / "skew.py"
+  script.write_text(textwrap.dedent(_SKEW_SCRIPT))
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, str(script), "40"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=_worker_env(2, NASJAX_COORDINATOR=f"127.0.0.1:{port}",
+                                            NASJAX_NUM_PROCESSES=2, NASJAX_PROCESS_ID=pid))
+           for pid in range(2)]
+  outputs = [proc.communicate(timeout=240)[0] for proc in procs]
+  for proc, out in zip(procs, outputs):
+    assert proc.returncode == 0, out[-3000:]
+    assert "TOTAL 140.0" in out, out[-3000:]
+
+
 def _run_cli(args: list[str], envs: list[dict], cwd: Path, timeout_s: float) -> list[str]:
   procs = [subprocess.Popen([sys.executable, "-m", "nasjax.cli", *args], env=env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for env in envs]

@@ -190,7 +190,39 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if local_device_count is not None and started.local_device_count != local_device_count:
     raise NasjaxError(f"initialize: local_device_count={local_device_count} was asked for but this process "
                       f"has {started.local_device_count} {jax.default_backend()} devices.")
+  _open_collectives(timeout_s)
   return started
+
+
+def _open_collectives(timeout_s: int) -> None:
+  """Runs one all-reduce over every device of the job, with all processes in step, before any real work.
+
+  XLA:CPU opens its Gloo communicator at the first cross-process collective and gives the peers a fixed
+  30 s to meet there (jaxlib 0.10: ``Gloo context initialization failed: DEADLINE_EXCEEDED``; XLA's
+  ``--xla_cpu_collective_timeout_seconds`` does not change it). The first collective of a search is inside
+  its step, which each process compiles for a minute or more, so a compile-time skew over 30 s killed the
+  job. Once open, the communicator waits as long as a peer needs (measured: a 70 s skew passes). So the
+  processes meet at a coordination-service barrier (its timeout is ours) and then open the communicator
+  with a program that compiles in milliseconds; the sum also proves the collectives work end to end.
+  """
+  from jax._src import distributed as jax_distributed  # the barrier is only on the runtime's client
+  client = jax_distributed.global_state.client
+  if client is not None:
+    try:
+      client.wait_at_barrier("nasjax_open_collectives", timeout_s * 1000)
+    except Exception as err:  # noqa: BLE001 -- jaxlib raises its own runtime error type
+      raise NasjaxError(f"initialize: not every process reached start-up within {timeout_s} s: {err}") from err
+  mesh = global_mesh()
+  ones = jax.make_array_from_callback((mesh.size,), NamedSharding(mesh, P(DATA_AXIS)),
+                                      lambda index: np.ones(1, np.float32), dtype=np.float32)
+  try:
+    total = jax.jit(jax.numpy.sum, out_shardings=NamedSharding(mesh, P()))(ones)
+    total = float(total.addressable_data(0))
+  except Exception as err:  # noqa: BLE001
+    raise NasjaxError(f"initialize: the first cross-process all-reduce failed: {err}") from err
+  if total != mesh.size:
+    raise NasjaxError(f"initialize: an all-reduce over the job's {mesh.size} devices returned {total}; the "
+                      "cross-process collectives are broken.")
 
 
 def info() -> ProcessInfo:
