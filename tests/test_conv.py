@@ -50,19 +50,31 @@ def test_unknown_conv_impl_is_refused():
     conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), impl="winograd")
 
 
-@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("stride,size", [(1, 9), (2, 9), (2, 8)])
 @pytest.mark.parametrize("window", [3, 5])
-@pytest.mark.parametrize("ties", [False, True])
-def test_custom_max_pool_gradient_routes_to_the_first_maximum(stride, window, ties):
-  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
-  if ties:
-    x = jnp.round(x)  # many equal values in a window: XLA's select-and-scatter picks the first
-  def loss(impl, custom):
-    return lambda x: jnp.sum(jnp.sin(ops.pool(x, "max", window, stride, impl, custom)))
-  want = jax.grad(loss("window", False))(x)
-  np.testing.assert_allclose(jax.jit(jax.grad(loss("shift", True)))(x), want, atol=1e-6)
-  np.testing.assert_allclose(ops.pool(x, "max", window, stride, "shift", True),
-                             ops.pool(x, "max", window, stride, "window"), atol=1e-6)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_separable_pool_gradient_equals_reduce_window(kind, window, stride, size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  def loss(impl):
+    return lambda x: jnp.sum(jnp.sin(ops.pool(x, kind, window, stride, impl)))
+  np.testing.assert_allclose(jax.jit(jax.grad(loss("shift")))(x), jax.grad(loss("window"))(x), atol=1e-5)
+  np.testing.assert_allclose(ops.pool(x, kind, window, stride, "shift"), ops.pool(x, kind, window, stride, "window"),
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_separable_max_pool_gradient_with_ties_is_a_subgradient(stride):
+  # Ties (common after rounding or ReLU) may split the gradient differently from PyTorch's first-maximum
+  # rule, but each window's gradient must still sum to its output's gradient and land on maxima only.
+  x = jnp.round(jax.random.normal(jax.random.key(0), (2, 9, 9, 3)))
+  upstream = jax.random.uniform(jax.random.key(1), ops.pool(x, "max", 3, stride, "shift").shape)
+  grad = jax.grad(lambda x: jnp.sum(ops.pool(x, "max", 3, stride, "shift") * upstream))(x)
+  np.testing.assert_allclose(jnp.sum(grad), jnp.sum(upstream), rtol=1e-5)
+  out, x, grad = (np.asarray(a) for a in (ops.pool(x, "max", 3, stride, "shift"), x, grad))
+  for n, r, c, ch in zip(*np.nonzero(grad)):
+    windows = [(i, j) for i in range(out.shape[1]) for j in range(out.shape[2])
+               if abs(i * stride - r) <= 1 and abs(j * stride - c) <= 1]
+    assert any(out[n, i, j, ch] == x[n, r, c, ch] for i, j in windows), (n, r, c, ch)
 
 
 # 5x5 kernels at 6 channels take the canonical-convolution kernel gradient, every other case the per-tap
