@@ -192,7 +192,7 @@ def cmd_eval(args) -> dict:
           "_result_path": result_path}
 
 
-ONESHOT_METHODS = ("darts", "gdas", "pcdarts", "drnas", "spos")
+ONESHOT_METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos")
 # Strategies that evaluate every architecture at full fidelity; the multi-fidelity ones need an
 # estimator with a fidelity axis (see nasjax.estimators), which this command does not build.
 DISCRETE_METHODS = ("random", "regularized_evolution", "evolution", "local_search", "bayesopt", "bo",
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
   common(s, "runs/search")
   data_args(s)
   s.add_argument("--method", default="random",
-                 help="one-shot: darts, gdas, pcdarts, drnas, spos; discrete (each candidate trained "
+                 help="one-shot: darts, gdas, pcdarts, drnas, snas, spos; discrete (each candidate trained "
                       "briefly): random, regularized_evolution, local_search, bayesopt, reinforce")
   s.add_argument("--config", choices=["paper", "demo"], default="paper",
                  help="one-shot settings: the method's paper (CIFAR-10 search) or a minutes-long CPU demo")

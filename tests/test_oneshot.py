@@ -21,6 +21,7 @@ from nasjax.oneshot import (architecture_gradient, derive_arch, dominant_eigenva
 from nasjax.oneshot.drnas import dirichlet_kl_to_uniform
 from nasjax.oneshot.gdas import gdas
 from nasjax.oneshot.pcdarts import edge_normalisation
+from nasjax.oneshot.snas import gumbel_soft, snas, temperature
 from nasjax.oneshot.search import Search, _collapse_check
 from nasjax.spaces import darts_space
 from nasjax.spaces.cells import CellSpace
@@ -333,8 +334,48 @@ def test_anti_collapse_rules():
   assert "eigenvalue" in reason and keep["epoch"] == 2  # RobustDARTS goes back eigen_window epochs
 
 
+def test_snas_temperature_anneals_exponentially_and_samples_are_relaxed():
+  assert temperature(0.0) == pytest.approx(1.0)
+  assert temperature(1.0) == pytest.approx(0.03)
+  assert temperature(0.5) == pytest.approx(0.03 ** 0.5)
+  logits = jnp.zeros((5, 3))
+  warm = gumbel_soft(jax.random.key(0), logits, 1.0)
+  cold = gumbel_soft(jax.random.key(0), logits, 0.03)
+  np.testing.assert_allclose(warm.sum(-1), 1.0, atol=1e-6)
+  assert float(warm.max(-1).min()) < 0.99 and float(cold.max(-1).min()) > 0.99  # soft early, ~one-hot late
+  with pytest.raises(ValueError, match="tau_min"):
+    snas(tau_max=0.5, tau_min=1.0)
+
+
+def test_snas_step_descends_the_training_loss_in_weights_and_architecture_together(dataset):
+  """One SNAS step: the architecture update is Adam on the gradient of the *training* loss (same relaxed
+  sample as the weights' gradient), and the validation batch plays no part."""
+  search = Search(tiny_config("snas"), TINY_SPACE, (8, 8, 1), 4, (0.4,), (0.2,), 6)
+  state = search.init_state()
+  xt, yt = dataset.x_train[:8], dataset.y_train[:8].astype(np.int32)
+  xv, yv = dataset.x_train[8:16], dataset.y_train[8:16].astype(np.int32)
+  new, metrics = jax.jit(search._step)(state, xt, yt, xv, yv)
+  other, _ = jax.jit(search._step)(state, xt, yt, xv[::-1] * 0 + 3.0, (yv + 1) % 4)
+  for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(other)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The same gradient by hand: the step's keys, augmentation and relaxed sample, then Adam on it.
+  key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+  k_aug_t, _, _, k_weights = jax.random.split(key, 4)
+  x = search._augment(k_aug_t, xt)
+  def train_loss(arch):
+    return search.loss(state["params"], state["batch_stats"], search.weights(arch, k_weights, state["step"]),
+                       x, yt)[0]
+  arch_grad = jax.grad(train_loss)(state["arch"])
+  assert float(jnp.abs(arch_grad["normal"]).max()) > 0
+  updates, _ = search.arch_tx.update(arch_grad, state["arch_opt"], state["arch"])
+  want = optax.apply_updates(state["arch"], updates)
+  for cell in ("normal", "reduce"):
+    np.testing.assert_allclose(new["arch"][cell], want[cell], rtol=1e-5, atol=1e-7)
+  assert np.isfinite(float(metrics["loss"])) and "valid_loss" not in metrics
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["gdas", "pcdarts", "drnas", "spos"])
+@pytest.mark.parametrize("method", ["gdas", "pcdarts", "drnas", "snas", "spos"])
 def test_every_method_searches(method, dataset):
   result = run_search(tiny_config(method), TINY_SPACE, dataset, show_progress=False)
   TINY_SPACE.check(np.asarray(result["arch"]))

@@ -1,5 +1,5 @@
 """One-shot NAS on the weight-sharing supernet: DARTS (first and exact second order), GDAS, PC-DARTS,
-DrNAS and SPOS, each a few pure functions (:class:`Method`) run by one bilevel loop (:mod:`.search`)."""
+DrNAS, SNAS and SPOS, each a few pure functions (:class:`Method`) run by one search loop (:mod:`.search`)."""
 
 from nasjax.oneshot.darts import darts
 from nasjax.oneshot.derive import count_op, derive_arch
@@ -11,8 +11,9 @@ from nasjax.oneshot.method import Method
 from nasjax.oneshot.pcdarts import pcdarts
 from nasjax.oneshot.search import (ANTI_COLLAPSE, METHODS, Search, demo_search_config, run_search,
                                    search_config)
+from nasjax.oneshot.snas import snas
 from nasjax.oneshot.spos import spos
 
 __all__ = ["ANTI_COLLAPSE", "HESSIAN_MODES", "METHODS", "Method", "Search", "architecture_gradient",
            "count_op", "darts", "demo_search_config", "derive_arch", "dominant_eigenvalue", "drnas", "gdas",
-           "hessian_vector_product", "pcdarts", "run_search", "search_config", "spos", "virtual_step"]
+           "hessian_vector_product", "pcdarts", "run_search", "search_config", "snas", "spos", "virtual_step"]

@@ -33,8 +33,11 @@ class Method(NamedTuple):
     regularizer: ``arch_params -> scalar`` added to the validation loss (DrNAS), or None.
     hard: whether ``mix`` returns one-hot straight-through weights, so the supernet computes only the
       chosen op of each edge (GDAS).
-    bilevel: whether architecture parameters are learned on the validation split (False for SPOS, whose
-      supernet is trained on uniformly sampled paths and ranked afterwards).
+    bilevel: whether the method learns architecture parameters (False for SPOS, whose supernet is trained
+      on uniformly sampled paths and ranked afterwards); they descend the validation loss unless
+      ``single_level``.
+    single_level: architecture parameters descend the training loss together with the weights, both
+      gradients from one backward pass on the training batch (SNAS).
     partial_channels: PC-DARTS' K (1 = all channels).
   """
   name: str
@@ -46,6 +49,7 @@ class Method(NamedTuple):
   hard: bool = False
   bilevel: bool = True
   partial_channels: int = 1
+  single_level: bool = False
 
 
 def init_logits(key, num_edges: int, num_ops: int, scale: float = 1e-3) -> dict:

@@ -50,13 +50,14 @@ from nasjax.oneshot.hypergradient import (architecture_gradient, dominant_eigenv
                                           hessian_vector_product)
 from nasjax.oneshot.method import CELL_TYPES, Method
 from nasjax.oneshot.pcdarts import pcdarts
+from nasjax.oneshot.snas import snas
 from nasjax.oneshot.spos import spos
 from nasjax.parallel.distributed import is_main_process, to_host
 from nasjax.train import evaluate, init_key
 from nasjax.utils import checkpoint as ckpt
 from nasjax.utils.logging import MetricsLogger, progress
 
-METHODS = ("darts", "gdas", "pcdarts", "drnas", "spos")
+METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos")
 ANTI_COLLAPSE = ("none", "darts_minus", "skip_limit", "eigenvalue")
 
 
@@ -83,6 +84,9 @@ def search_config(method: str = "darts") -> ml_collections.ConfigDict:
     cfg.update(epochs=240)
   elif method == "drnas":
     cfg.update(arch_learning_rate=6e-4)
+  elif method == "snas":
+    # Xie et al. 2019: 150 epochs; temperature 1.0 annealed (here exponentially) to tau_min.
+    cfg.update(epochs=150, tau_max=1.0, tau_min=0.03)
   return cfg
 
 
@@ -103,6 +107,8 @@ def make_method(cfg, space) -> Method:
     return pcdarts(cfg.partial_channels)
   if cfg.method == "drnas":
     return drnas(cfg.drnas_reg)
+  if cfg.method == "snas":
+    return snas(cfg.tau_max, cfg.tau_min)
   if cfg.method == "spos":
     return spos(space)
   raise NasjaxError(f"unknown one-shot method {cfg.method!r}; accepted: {', '.join(METHODS)}")
@@ -206,6 +212,9 @@ class Search:
     xt, xv = self._augment(k_aug_t, xt), self._augment(k_aug_v, xv)
     metrics = {}
     arch, arch_opt = state["arch"], state["arch_opt"]
+    active = state["step"] >= cfg.arch_warmup_epochs * self.steps_per_epoch
+    if self.method.single_level:
+      return self._single_level_step(state, xt, yt, k_weights, active)
     if self.method.bilevel:
       def arch_update(arch, arch_opt):
         train_loss, valid_loss = self.arch_losses(state, xt, yt, xv, yv, k_arch)
@@ -222,7 +231,6 @@ class Search:
         # A zero validation loss is what the epoch record leaves out.
         return arch, arch_opt, jnp.zeros((), jnp.result_type(*jax.tree.leaves(state["params"])))
 
-      active = state["step"] >= cfg.arch_warmup_epochs * self.steps_per_epoch
       arch, arch_opt, metrics["valid_loss"] = lax.cond(active, arch_update, warm_up, arch, arch_opt)
     weights = self.weights(arch, k_weights, state["step"])
     (loss, (batch_stats, logits)), grads = jax.value_and_grad(self.loss, has_aux=True)(
@@ -233,6 +241,26 @@ class Search:
     new_state = dict(state, params=params, batch_stats=batch_stats, arch=arch, weight_opt=weight_opt,
                      arch_opt=arch_opt, step=state["step"] + 1)
     return new_state, metrics
+
+  def _single_level_step(self, state, xt, yt, key, active):
+    """Weights and architecture descend the same training loss; one backward pass gives both gradients."""
+    def joint_loss(params, arch):
+      return self.loss(params, state["batch_stats"], self.weights(arch, key, state["step"]), xt, yt)
+
+    (loss, (batch_stats, logits)), (grads, arch_grad) = jax.value_and_grad(joint_loss, (0, 1), has_aux=True)(
+        state["params"], state["arch"])
+    updates, weight_opt = self.weight_tx.update(grads, state["weight_opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+
+    def arch_update(arch, arch_opt):
+      arch_updates, new_arch_opt = self.arch_tx.update(arch_grad, arch_opt, arch)
+      return optax.apply_updates(arch, arch_updates), new_arch_opt
+
+    # Warm-up epochs train the weights only (the architecture gradient is computed but not applied).
+    arch, arch_opt = lax.cond(active, arch_update, lambda a, o: (a, o), state["arch"], state["arch_opt"])
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == yt)}
+    return dict(state, params=params, batch_stats=batch_stats, arch=arch, weight_opt=weight_opt,
+                arch_opt=arch_opt, step=state["step"] + 1), metrics
 
   def _eval_step(self, state, x, y, mask):
     x = nasdata.normalize(x, self.mean, self.std)

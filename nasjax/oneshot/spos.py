@@ -10,7 +10,6 @@ weight-sharing estimator.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
