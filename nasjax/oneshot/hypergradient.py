@@ -78,10 +78,7 @@ def architecture_gradient(train_loss: Callable, valid_loss: Callable, params, ar
   if hessian == "jvp":
     mixed = linear(v)[1]
   elif hessian == "jvp_recompute":
-    # Only the architecture gradient is pushed forward: its backward pass never forms kernel gradients
-    # (nor their tangents), the bulk of a weight gradient's cost.
-    arch_grad = lambda w: jax.grad(train_loss, argnums=1)(w, arch)
-    mixed = jax.jvp(arch_grad, (params,), (v,))[1]
+    mixed = jax.jvp(train_grads, (params,), (v,))[1][1]
   else:
     eps = fd_scale / (optax.tree.norm(v) + 1e-12)
     plus = jax.tree.map(lambda w, d: w + eps * d, params, v)
