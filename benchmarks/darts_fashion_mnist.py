@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--json", default=None, help="also write the printed JSON object here")
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   args = p.parse_args(argv)
+  if os.path.exists(args.data):
+    # One spelling per file, so a rerun from another directory still finds its finished stages.
+    args.data = os.path.realpath(args.data)
   methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
   unknown = [m for m in methods if m not in METHODS]
   if not methods or unknown or len(set(methods)) != len(methods):

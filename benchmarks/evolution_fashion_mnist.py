@@ -121,6 +121,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--json", default=None, help="also write the printed JSON object here")
   p.add_argument("--quiet", action="store_true", help="no progress lines")
   args = p.parse_args(argv)
+  if os.path.exists(args.data):
+    # One spelling per file, so a rerun from another directory still finds its finished stages.
+    args.data = os.path.realpath(args.data)
   arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
   unknown = [a for a in arms if a not in ARMS]
   if not arms or unknown or len(set(arms)) != len(arms):
