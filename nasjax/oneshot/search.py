@@ -214,7 +214,20 @@ class Search:
     arch, arch_opt = state["arch"], state["arch_opt"]
     active = state["step"] >= cfg.arch_warmup_epochs * self.steps_per_epoch
     if self.method.single_level:
-      return self._single_level_step(state, xt, yt, k_weights, active)
+      # SNAS: weights and architecture descend the same training loss, both gradients from one backward
+      # pass; warm-up epochs compute the architecture gradient but do not apply it.
+      def joint_loss(params, arch):
+        return self.loss(params, state["batch_stats"], self.weights(arch, k_weights, state["step"]), xt, yt)
+
+      (loss, (batch_stats, logits)), (grads, arch_grad) = jax.value_and_grad(joint_loss, (0, 1), has_aux=True)(
+          state["params"], arch)
+
+      def arch_update(arch, arch_opt):
+        updates, new_arch_opt = self.arch_tx.update(arch_grad, arch_opt, arch)
+        return optax.apply_updates(arch, updates), new_arch_opt
+
+      arch, arch_opt = lax.cond(active, arch_update, lambda a, o: (a, o), arch, arch_opt)
+      return self._finish_step(state, grads, loss, batch_stats, logits, yt, arch, arch_opt, metrics)
     if self.method.bilevel:
       def arch_update(arch, arch_opt):
         train_loss, valid_loss = self.arch_losses(state, xt, yt, xv, yv, k_arch)
@@ -235,32 +248,16 @@ class Search:
     weights = self.weights(arch, k_weights, state["step"])
     (loss, (batch_stats, logits)), grads = jax.value_and_grad(self.loss, has_aux=True)(
         state["params"], state["batch_stats"], weights, xt, yt)
+    return self._finish_step(state, grads, loss, batch_stats, logits, yt, arch, arch_opt, metrics)
+
+  def _finish_step(self, state, grads, loss, batch_stats, logits, yt, arch, arch_opt, metrics):
+    """The weight update and the step's new state, shared by the bilevel and single-level steps."""
     updates, weight_opt = self.weight_tx.update(grads, state["weight_opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics.update(loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == yt))
     new_state = dict(state, params=params, batch_stats=batch_stats, arch=arch, weight_opt=weight_opt,
                      arch_opt=arch_opt, step=state["step"] + 1)
     return new_state, metrics
-
-  def _single_level_step(self, state, xt, yt, key, active):
-    """Weights and architecture descend the same training loss; one backward pass gives both gradients."""
-    def joint_loss(params, arch):
-      return self.loss(params, state["batch_stats"], self.weights(arch, key, state["step"]), xt, yt)
-
-    (loss, (batch_stats, logits)), (grads, arch_grad) = jax.value_and_grad(joint_loss, (0, 1), has_aux=True)(
-        state["params"], state["arch"])
-    updates, weight_opt = self.weight_tx.update(grads, state["weight_opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-
-    def arch_update(arch, arch_opt):
-      arch_updates, new_arch_opt = self.arch_tx.update(arch_grad, arch_opt, arch)
-      return optax.apply_updates(arch, arch_updates), new_arch_opt
-
-    # Warm-up epochs train the weights only (the architecture gradient is computed but not applied).
-    arch, arch_opt = lax.cond(active, arch_update, lambda a, o: (a, o), state["arch"], state["arch_opt"])
-    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == yt)}
-    return dict(state, params=params, batch_stats=batch_stats, arch=arch, weight_opt=weight_opt,
-                arch_opt=arch_opt, step=state["step"] + 1), metrics
 
   def _eval_step(self, state, x, y, mask):
     x = nasdata.normalize(x, self.mean, self.std)

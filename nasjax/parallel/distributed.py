@@ -213,11 +213,9 @@ def _open_collectives(timeout_s: int) -> None:
     except Exception as err:  # noqa: BLE001 -- jaxlib raises its own runtime error type
       raise NasjaxError(f"initialize: not every process reached start-up within {timeout_s} s: {err}") from err
   mesh = global_mesh()
-  ones = jax.make_array_from_callback((mesh.size,), NamedSharding(mesh, P(DATA_AXIS)),
-                                      lambda index: np.ones(1, np.float32), dtype=np.float32)
+  ones = global_batch(np.ones(mesh.size, np.float32), mesh)
   try:
-    total = jax.jit(jax.numpy.sum, out_shardings=NamedSharding(mesh, P()))(ones)
-    total = float(total.addressable_data(0))
+    total = float(to_host(jax.jit(jax.numpy.sum, out_shardings=NamedSharding(mesh, P()))(ones)))
   except Exception as err:  # noqa: BLE001
     raise NasjaxError(f"initialize: the first cross-process all-reduce failed: {err}") from err
   if total != mesh.size:
