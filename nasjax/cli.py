@@ -147,7 +147,8 @@ def cmd_train(args) -> dict:
   cfg = _train_config(args)
   if args.flip is not None:
     cfg.flip = args.flip
-  identity = {"genotype": genotype.to_string(), "data": args.data, "config": train.config_to_dict(cfg)}
+  # train_genotype adds the data's content fingerprint: the same file by another path still resumes.
+  identity = {"genotype": genotype.to_string(), "config": train.config_to_dict(cfg)}
   fit = train.train_genotype(genotype, dataset, cfg, workdir=args.out, show_progress=not args.quiet,
                              identity=identity)
   return {"command": "train", "method": "retrain", "space": space.name, "genotype": genotype.to_string(),
@@ -177,8 +178,9 @@ def cmd_eval(args) -> dict:
   tx = train.make_optimizer(cfg, batcher.steps_per_epoch)
   template = train.init_state(lambda k: network.init({"params": k, "dropout": k}, sample), tx, cfg.seed)
   manager = ckpt.Manager(os.path.join(os.path.abspath(args.checkpoint), "checkpoints"))
-  identity = {"genotype": genotype.to_string(), "data": trained["data"], "config": trained["config"]}
-  restored = manager.restore_latest(template, identity)
+  # Evaluating on other data (--data) is allowed, so the training data's fingerprint is not compared.
+  identity = {"genotype": genotype.to_string(), "config": trained["config"]}
+  restored = manager.restore_latest(template, identity, ignore=("dataset", "data"))
   if restored is None:
     raise NasjaxError(f"no checkpoint in {args.checkpoint}/checkpoints")
   state, meta = restored
@@ -220,7 +222,8 @@ def cmd_search(args) -> dict:
   if args.train_subset is not None:
     cfg.train_subset = args.train_subset
   estimator = ShortTrainingEstimator(space, dataset, cfg, show_progress=False)
-  identity = {"space": space.name, "data": args.data, "method": args.method, "config": config_to_dict(cfg)}
+  identity = {"space": space.name, "dataset": dataset.fingerprint, "method": args.method,
+              "config": config_to_dict(cfg)}
   strategy = strategies.get_strategy(args.method, space)
   out = search.run(strategy, estimator, args.num_archs, jax.random.key(cfg.seed),
                    workdir=args.out, identity=identity, show_progress=not args.quiet,
@@ -253,8 +256,7 @@ def cmd_search_oneshot(args) -> dict:
                       f"enas_micro); got {space.name!r}")
   dataset = data.load_dataset(args.data, args.data_dir)
   cfg = _oneshot_config(args)
-  result = oneshot.run_search(cfg, space, dataset, workdir=args.out, identity={"data": args.data},
-                              show_progress=not args.quiet)
+  result = oneshot.run_search(cfg, space, dataset, workdir=args.out, show_progress=not args.quiet)
   genotype = spaces.Genotype.from_string(result["genotype"])
   from nasjax.oneshot import plots as oneshot_plots
   from nasjax.parallel.distributed import is_main_process

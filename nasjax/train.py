@@ -247,7 +247,10 @@ def run_epochs(train_step, eval_step, state, batcher, cfg, mesh, *, start_epoch=
 
 def train_genotype(genotype, dataset: nasdata.Dataset, cfg, workdir: str | None = None,
                    show_progress: bool = True, identity: dict | None = None) -> FitResult:
-  """Retrains ``genotype`` on ``dataset`` (test split as the evaluation set) under ``cfg``."""
+  """Retrains ``genotype`` on ``dataset`` (test split as the evaluation set) under ``cfg``.
+
+  Checkpoints record ``identity`` and the data's content fingerprint; a resume must match both.
+  """
   network = Network(genotype, cfg.channels, cfg.layers, dataset.num_classes, auxiliary=cfg.auxiliary)
   sample = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
 
@@ -259,7 +262,7 @@ def train_genotype(genotype, dataset: nasdata.Dataset, cfg, workdir: str | None 
     x_train, y_train = nasdata.subset(x_train, y_train, cfg.train_subset, cfg.seed)
   return fit(network_model_fn(network), model_init, cfg, x_train, y_train,
              dataset.x_test, dataset.y_test, mean=dataset.mean, std=dataset.std, workdir=workdir,
-             identity=identity, show_progress=show_progress)
+             identity=dict(identity or {}, dataset=dataset.fingerprint), show_progress=show_progress)
 
 
 def config_to_dict(cfg) -> dict:

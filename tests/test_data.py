@@ -95,6 +95,20 @@ def test_npz_round_trip(tmp_path):
   np.testing.assert_allclose(ds.mean, (arrays["x_train"] / 255.0).mean(axis=(0, 1, 2)), rtol=1e-6)
 
 
+def test_fingerprint_follows_contents_not_paths(tmp_path):
+  """Checkpoints record this: another spelling of the same file matches, one changed pixel does not."""
+  arrays = _good_arrays(np.random.default_rng(0))
+  path = _write(tmp_path / "mine.npz", **arrays)
+  (tmp_path / "sub").mkdir()
+  same = load_dataset(str(tmp_path / "sub" / ".." / "mine.npz")).fingerprint
+  assert load_dataset(path).fingerprint == same
+  assert same["name"] == "mine" and same["train_images"] == len(arrays["x_train"]) and len(same["sha256"]) == 64
+  arrays["x_test"][0, 0, 0, 0] ^= 1
+  (tmp_path / "other").mkdir()
+  changed = load_dataset(_write(tmp_path / "other" / "mine.npz", **arrays)).fingerprint
+  assert changed["sha256"] != same["sha256"] and changed["name"] == same["name"]
+
+
 def test_npz_grey_float_gets_channel_axis(tmp_path):
   rng = np.random.default_rng(1)
   path = _write(tmp_path / "grey.npz", x_train=rng.random((5, 6, 7)), y_train=np.array([0, 1, 2, 3, 4.0]),

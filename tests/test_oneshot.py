@@ -284,6 +284,16 @@ def test_resume_with_other_settings_is_refused(dataset, tmp_path):
   run_search(tiny_config(epochs=1), TINY_SPACE, dataset, workdir=str(tmp_path), show_progress=False)
   with pytest.raises(NasjaxError, match="another run"):
     run_search(tiny_config(epochs=1, seed=5), TINY_SPACE, dataset, workdir=str(tmp_path), show_progress=False)
+  # Data with the same name but one label changed is another data set; an identical copy is the same one.
+  relabelled = dataset.y_train.copy()
+  relabelled[0] = (relabelled[0] + 1) % 4
+  other = nasdata.Dataset(dataset.name, dataset.x_train, relabelled, dataset.x_test, dataset.y_test, 4,
+                          dataset.mean, dataset.std)
+  with pytest.raises(NasjaxError, match="differs in: dataset"):
+    run_search(tiny_config(epochs=1), TINY_SPACE, other, workdir=str(tmp_path), show_progress=False)
+  copy = nasdata.Dataset(dataset.name, dataset.x_train.copy(), dataset.y_train.copy(), dataset.x_test.copy(),
+                         dataset.y_test.copy(), 4, dataset.mean, dataset.std)
+  assert run_search(tiny_config(epochs=1), TINY_SPACE, copy, workdir=str(tmp_path), show_progress=False)["finished"]
 
 
 def test_nan_loss_stops_the_search_and_names_the_step(dataset, tmp_path):

@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import importlib.resources
 import os
 import zipfile
@@ -78,6 +80,23 @@ class Dataset:
   def input_shape(self) -> tuple[int, int, int]:
     """(H, W, C) of one image."""
     return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
+
+  @functools.cached_property
+  def fingerprint(self) -> dict:
+    """What a checkpoint records of its data: the name, sizes and a SHA-256 of all four arrays.
+
+    A resume compares contents, not paths: the same file reached by another path (or copied to another
+    machine) resumes, while another data set with the same name, or a regenerated subset, is refused.
+    Hashing 70,000 Fashion-MNIST images takes about 0.1 s.
+    """
+    digest = hashlib.sha256()
+    for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+      array = np.ascontiguousarray(array)
+      digest.update(f"{array.dtype.str}{array.shape}".encode())
+      digest.update(memoryview(array).cast("B"))
+    return {"name": self.name, "train_images": int(self.x_train.shape[0]),
+            "test_images": int(self.x_test.shape[0]), "input_shape": list(self.input_shape),
+            "num_classes": int(self.num_classes), "sha256": digest.hexdigest()}
 
   def __repr__(self) -> str:
     # The default repr would print whole image arrays.

@@ -338,8 +338,9 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
   if cfg.batch_size % mesh.size:
     raise NasjaxError(f"batch size {cfg.batch_size} must be divisible by the {mesh.size} devices")
   state = search.init_state(cfg.seed)
+  # The data's content, not its name or path: a resume on a regenerated subset of the same name is refused.
   identity = dict(identity or {}, config=cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg),
-                  space=space.name, data=dataset.name)
+                  space=space.name, dataset=dataset.fingerprint)
   history: list[dict] = []
   epoch, start_step, resumed_sums = 0, 0, None
   manager = logger = None

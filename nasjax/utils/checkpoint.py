@@ -37,8 +37,12 @@ class Manager:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def restore_latest(self, template: Any, identity: dict) -> tuple[Any, dict] | None:
-    """Restores the newest checkpoint into ``template``'s structure, or returns None when there is none."""
+  def restore_latest(self, template: Any, identity: dict, ignore: tuple[str, ...] = ()) -> tuple[Any, dict] | None:
+    """Restores the newest checkpoint into ``template``'s structure, or returns None when there is none.
+
+    ``ignore`` names identity keys a reader need not match (evaluating a trained network on other data
+    does not need the training data's fingerprint).
+    """
     step = self._manager.latest_step()
     if step is None:
       return None
@@ -48,8 +52,8 @@ class Manager:
     except Exception as e:  # Orbax raises many types for damaged files.
       raise NasjaxError(f"checkpoint {where} is unreadable ({type(e).__name__}: {str(e)[:200]}); move it "
                         "away to start over, or point --out at another directory") from None
-    stored = meta.get("identity", {})
-    wanted = _canonical(identity)
+    stored = {k: v for k, v in meta.get("identity", {}).items() if k not in ignore}
+    wanted = {k: v for k, v in _canonical(identity).items() if k not in ignore}
     if stored != wanted:
       diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
       raise NasjaxError(f"checkpoint {where} belongs to another run (differs in: {', '.join(diff)}); "
