@@ -20,7 +20,8 @@ from nasjax.nn.count import count_macs, count_params
 from nasjax.nn.nb201_network import NB201Network, discrete_variables
 from nasjax.nn.network import Network
 from nasjax.nn.supernet import Supernet
-from nasjax.spaces import CellSpace, NB201Space
+from nasjax.spaces import CellSpace, NB201Space, get_space
+from nasjax.spaces.genotypes import get_genotype
 
 NB201_CSV = "/work/shared/data/nb201/nb201.csv"
 # c10valid_params_mb of the benchmark table (NATS-Bench topology, 200 epochs).
@@ -116,12 +117,23 @@ def test_cost_of_genotype_networks_matches_direct_counts():
   arch = np.asarray(space.sample(jax.random.key(4)))
   est = cost_estimator(space, input_shape=(8, 8, 3), channels=4, layers=3, num_classes=5,
                        metrics=("params", "flops"))
-  network = Network(space.decode(arch), 4, 3, 5)
+  # Counted as grouped convolutions: a depthwise conv of k x k costs k * k per output value, whichever
+  # form (dense block-diagonal, shifted slices) the backend runs.
+  network = Network(space.decode(arch), 4, 3, 5, dw_impl="grouped", conv_impl="xla", scan_cells=False)
   x = jnp.zeros((1, 8, 8, 3))
   shapes = jax.eval_shape(lambda k: network.init({"params": k, "dropout": k}, x), jax.random.key(0))
   want = {"params": count_params(shapes["params"]),
           "flops": count_macs(lambda v, x: network.apply(v, x), shapes, x)}
   assert est(arch, jax.random.key(0)) == want and want["flops"] > 0
+
+
+def test_darts_v2_macs_do_not_depend_on_the_depthwise_form():
+  """At 36 channels the CPU network writes depthwise convs as shifted slices; the count must not drop them
+  (it gave 490M). 528M multiply-adds for CIFAR-10, as `nasjax info` reports (its macs)."""
+  space = get_space("darts")
+  arch = space.from_string(get_genotype("DARTS_V2").to_string())
+  est = cost_estimator(space, channels=36, layers=20, metrics=("params", "flops"))
+  assert est(arch, None) == {"params": 3_349_342, "flops": 528_359_040}
 
 
 def test_latency_is_a_median_after_warmup():
