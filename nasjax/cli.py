@@ -247,7 +247,7 @@ def _oneshot_config(args):
   return _override(cfg, args, ("epochs", "batch_size", "channels", "layers", "seed", "order", "hessian",
                                 "learning_rate", "arch_learning_rate", "partial_channels", "anti_collapse",
                                 "eigen_every", "train_subset", "arch_warmup_epochs", "checkpoint_every_steps",
-                                "flip"))
+                                "flip", "cost_weight", "cost_metric"))
 
 
 def cmd_search_oneshot(args) -> dict:
@@ -310,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "or the paper's finite difference")
   s.add_argument("--anti-collapse", choices=["none", "darts_minus", "skip_limit", "eigenvalue"], default=None)
   s.add_argument("--eigen-every", type=int, default=None, help="log the Hessian eigenvalue every N epochs")
+  s.add_argument("--cost-weight", type=float, default=None,
+                 help="one-shot: weight of the expected edge cost (relative to a uniform cell's) in the "
+                      "architecture objective; 0 = off")
+  s.add_argument("--cost-metric", choices=["params", "flops"], default=None,
+                 help="what --cost-weight penalises: parameters or multiply-adds of the cells' edges")
   s.add_argument("--learning-rate", type=float, default=None)
   s.add_argument("--arch-learning-rate", type=float, default=None)
   s.add_argument("--partial-channels", type=int, default=None, help="PC-DARTS K")

@@ -163,6 +163,10 @@ def test_command_line_options_reach_the_configs():
                             "--no-flip", "--out", "x"])
   cfg = cli._oneshot_config(args)
   assert (cfg.order, cfg.hessian, cfg.flip, cfg.epochs) == (2, "finite_difference", False, 50)
+  assert (cfg.cost_weight, cfg.cost_metric) == (0.0, "params")
+  args = parser.parse_args(["search", "--method", "gdas", "--cost-weight", "0.3", "--cost-metric", "flops"])
+  cfg = cli._oneshot_config(args)
+  assert (cfg.cost_weight, cfg.cost_metric) == (0.3, "flops")
 
 
 def test_finished_stages_are_reused_only_under_the_same_settings(tmp_path):

@@ -42,6 +42,7 @@ from nasjax.errors import NasjaxError
 from nasjax.estimators.weight_sharing import weight_sharing_estimator
 from nasjax.nn.init import init_variables
 from nasjax.nn.supernet import Supernet
+from nasjax.oneshot import cost as arch_cost
 from nasjax.oneshot import derive
 from nasjax.oneshot.darts import darts
 from nasjax.oneshot.drnas import drnas
@@ -74,7 +75,8 @@ def search_config(method: str = "darts") -> ml_collections.ConfigDict:
       drnas_reg=1e-3, anti_collapse="none", max_skips=2, eigen_every=0, eigen_iters=10,
       eigen_window=5, eigen_ratio=0.75, valid_fraction=0.5, train_subset=0, crop_padding=4, flip=True,
       seed=2, eval_batch_size=500, checkpoint_every_steps=0, keep_checkpoints=2, rank_samples=100,
-      rank_batches=4, dw_impl="auto", edge_loop="auto", remat_edges=True))
+      rank_batches=4, dw_impl="auto", edge_loop="auto", remat_edges=True, cost_weight=0.0,
+      cost_metric="params"))
   if method == "pcdarts":
     # Xu et al. 2020: K=4, batch 256, learning rate 0.1, architecture lr 6e-4, 15 warm-up epochs.
     cfg.update(partial_channels=4, batch_size=256, learning_rate=0.1, arch_learning_rate=6e-4,
@@ -126,6 +128,13 @@ def check_config(cfg) -> None:
       raise NasjaxError(f"{name} must be positive, got {cfg[name]}")
   if cfg.channels % cfg.partial_channels:
     raise NasjaxError(f"channels {cfg.channels} must be divisible by partial_channels {cfg.partial_channels}")
+  if cfg.cost_metric not in arch_cost.COST_METRICS:
+    raise NasjaxError(f"unknown cost_metric {cfg.cost_metric!r}; accepted: {', '.join(arch_cost.COST_METRICS)}")
+  if not (math.isfinite(cfg.cost_weight) and cfg.cost_weight >= 0):
+    raise NasjaxError(f"cost_weight must be a finite number >= 0, got {cfg.cost_weight}")
+  if cfg.cost_weight and cfg.method == "spos":
+    raise NasjaxError("cost_weight needs architecture parameters to penalise; SPOS has none: rank its cells "
+                      "under a budget with nasjax.estimators.cost.constrained instead")
 
 
 class Search:
@@ -153,6 +162,16 @@ class Search:
                                optax.adam(cfg.arch_learning_rate, b1=cfg.arch_beta1, b2=cfg.arch_beta2))
     self.skip_index = (tuple(space.supernet_ops).index("skip_connect")
                        if "skip_connect" in space.supernet_ops else None)
+    # Resource-aware search: the expected edge cost, in units of a uniform distribution's, weighs
+    # cost_weight in the architecture objective (nasjax.oneshot.cost).
+    self.cost_tables = None
+    if cfg.cost_weight:
+      self.cost_tables = arch_cost.edge_cost_tables(space.supernet_ops, space.num_nodes, cfg.channels,
+                                                    cfg.layers, input_shape, cfg.cost_metric)
+      scale = arch_cost.uniform_cost(self.cost_tables)
+      if scale <= 0:
+        raise NasjaxError(f"every op of this space costs 0 {cfg.cost_metric}; cost_weight has nothing to weigh")
+      self._scaled_tables = {k: jnp.asarray(v / scale, jnp.float32) for k, v in self.cost_tables.items()}
     self.step = jax.jit(self._step, donate_argnums=(0,))
     self.eval_step = jax.jit(self._eval_step)
 
@@ -186,6 +205,12 @@ class Search:
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, (updates["batch_stats"], logits)
 
+  def cost_penalty(self, arch):
+    """``cost_weight`` x the expected edge cost relative to a uniform distribution's (0 when off)."""
+    if self.cost_tables is None:
+      return 0.0
+    return self.cfg.cost_weight * arch_cost.expected_cost(self.method.probabilities(arch), self._scaled_tables)
+
   def arch_losses(self, state, xt, yt, xv, yv, key):
     """``(train_loss(params, arch), valid_loss(params, arch))`` closures of one step (same noise in both)."""
     step = state["step"]
@@ -197,7 +222,7 @@ class Search:
       value = self.loss(params, state["batch_stats"], self.weights(arch, key, step), xv, yv)[0]
       if self.method.regularizer is not None:
         value = value + self.method.regularizer(arch)
-      return value
+      return value + self.cost_penalty(arch)
     return train_loss, valid_loss
 
   # ------------------------------------------------------------------------------------------ step
@@ -217,10 +242,12 @@ class Search:
       # SNAS: weights and architecture descend the same training loss, both gradients from one backward
       # pass; warm-up epochs compute the architecture gradient but do not apply it.
       def joint_loss(params, arch):
-        return self.loss(params, state["batch_stats"], self.weights(arch, k_weights, state["step"]), xt, yt)
+        loss, (batch_stats, logits) = self.loss(params, state["batch_stats"],
+                                                self.weights(arch, k_weights, state["step"]), xt, yt)
+        return loss + self.cost_penalty(arch), (batch_stats, logits, loss)
 
-      (loss, (batch_stats, logits)), (grads, arch_grad) = jax.value_and_grad(joint_loss, (0, 1), has_aux=True)(
-          state["params"], arch)
+      (_, (batch_stats, logits, loss)), (grads, arch_grad) = jax.value_and_grad(
+          joint_loss, (0, 1), has_aux=True)(state["params"], arch)
 
       def arch_update(arch, arch_opt):
         updates, new_arch_opt = self.arch_tx.update(arch_grad, arch_opt, arch)
@@ -311,9 +338,14 @@ def cached_search(cfg, space, input_shape, num_classes, mean, std, steps_per_epo
 def _record_arch(search: Search, arch) -> dict:
   probs = search.probabilities(arch)
   derived = search.derive(arch)
-  return {"alphas": {c: np.round(probs[c], 5).tolist() for c in CELL_TYPES},
-          "arch": [int(v) for v in derived], "genotype": search.space.to_string(derived),
-          "normal_skips": derive.count_op(search.space, derived, "skip_connect")}
+  record = {"alphas": {c: np.round(probs[c], 5).tolist() for c in CELL_TYPES},
+            "arch": [int(v) for v in derived], "genotype": search.space.to_string(derived),
+            "normal_skips": derive.count_op(search.space, derived, "skip_connect")}
+  if search.cost_tables is not None:
+    metric = search.cfg.cost_metric
+    record[f"expected_edge_{metric}"] = float(arch_cost.expected_cost(probs, search.cost_tables))
+    record[f"derived_edge_{metric}"] = arch_cost.derived_cost(derived, search.space, search.cost_tables)
+  return record
 
 
 def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = None, identity: dict | None = None,

@@ -6,8 +6,10 @@ descends the *training* loss in the weights and the architecture logits together
 both gradients (no validation split in the update, no hypergradient), which is SNAS's answer to DARTS'
 bilevel bias. The temperature anneals exponentially from ``tau_max`` (1.0, the paper's initial value) to
 ``tau_min`` over the search, so the relaxed samples approach one-hot and the supernet's loss approaches
-that of the sampled child networks. The paper's optional resource constraint is not included. The genotype
-is derived from the softmax of the logits as in DARTS.
+that of the sampled child networks. The paper's resource constraint is the search's ``cost_weight``
+(:mod:`nasjax.oneshot.cost`: the exact expected parameter or multiply-add cost, where the paper estimates
+its gradient by the score function; memory access cost is not offered). The genotype is derived from the
+softmax of the logits as in DARTS.
 """
 
 from __future__ import annotations

@@ -1,0 +1,96 @@
+"""Resource-aware one-shot search: the expected cost of the architecture distribution as a penalty.
+
+Hardware-aware differentiable NAS adds a cost term to the architecture objective: SNAS's resource
+constraint (Xie et al., ICLR 2019), FBNet's latency loss (Wu et al., CVPR 2019), ProxylessNAS (Cai et al.,
+ICLR 2019). The parameters and multiply-adds of a cell network are sums over its edges of the chosen op's
+cost, so the cost of a cell whose edges pick ops independently is linear in the one-hot choices, and its
+expectation under the method's op probabilities ``p`` is exactly ``sum_e sum_o p[e, o] * c[e, o]``. The
+gradient of that expectation is exact and noise-free (SNAS estimates its constraint's gradient by the
+score function instead).
+
+``c[e, o]`` is the cost of op ``o`` on edge ``e`` summed over every cell of that type in the network the
+supernet stands for (channels double and resolution halves at the reductions), counted on the discrete
+network's op (affine BatchNorm, grouped depthwise convolutions, as :mod:`nasjax.nn.count` counts). A
+supernet has all 14 edges of a DARTS cell while a derived cell keeps 8, so the expectation is a relaxation
+of the derived network's edge cost, not equal to it; fixed parts (stem, cell pre-processing, classifier)
+do not depend on the architecture and are left out.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasjax.errors import NasjaxError
+from nasjax.nn.count import count_macs, count_params
+from nasjax.nn.ops import OpConfig, make_op
+from nasjax.nn.supernet import edge_endpoints, reduction_layers
+from nasjax.oneshot.method import CELL_TYPES
+
+COST_METRICS = ("params", "flops")
+
+
+@functools.lru_cache(maxsize=None)
+def op_cost(op: str, channels: int, stride: int, height: int, width: int, metric: str) -> int:
+  """Parameters or multiply-adds (one image) of ``op`` at ``channels`` on a ``height x width`` input."""
+  if metric not in COST_METRICS:
+    raise NasjaxError(f"unknown cost metric {metric!r}; accepted: {', '.join(COST_METRICS)}")
+  module = make_op(op, OpConfig(channels, stride, affine=True, dw_impl="grouped", conv_impl="xla"))
+  x = jax.ShapeDtypeStruct((1, height, width, channels), jnp.float32)
+  # Shapes only: nothing is initialised or run.
+  variables = jax.eval_shape(lambda k, x: module.init(k, x, False), jax.random.key(0), x)
+  if metric == "params":
+    return count_params(variables.get("params", {}))
+  return count_macs(lambda v, x: module.apply(v, x, False), variables, x)
+
+
+def edge_cost_tables(ops: Sequence[str], num_nodes: int, channels: int, layers: int,
+                     input_shape: Sequence[int], metric: str) -> dict[str, np.ndarray]:
+  """``{"normal", "reduce"}`` of f64[E, O]: cost of op ``o`` on edge ``e`` summed over that type's cells.
+
+  Follows the supernet's layout (:class:`nasjax.nn.supernet.Supernet`): the stem keeps the resolution,
+  a reduction cell doubles the channels and its edges from the two inputs have stride 2.
+  """
+  src, _ = edge_endpoints(num_nodes)
+  tables = {kind: np.zeros((len(src), len(ops))) for kind in CELL_TYPES}
+  height, width = int(input_shape[0]), int(input_shape[1])
+  c = channels
+  for i in range(layers):
+    reduction = i in reduction_layers(layers)
+    c = c * 2 if reduction else c
+    out_h, out_w = (-(-height // 2), -(-width // 2)) if reduction else (height, width)
+    for e, source in enumerate(src):
+      stride = 2 if reduction and source < 2 else 1
+      h, w = (height, width) if stride == 2 else (out_h, out_w)
+      tables["reduce" if reduction else "normal"][e] += [op_cost(op, c, stride, h, w, metric) for op in ops]
+    height, width = out_h, out_w
+  return tables
+
+
+def expected_cost(probabilities: dict, tables: dict):
+  """``sum over cell types, edges and ops of p * c``: the exact expected edge cost of the distribution."""
+  return sum(jnp.sum(probabilities[kind] * tables[kind]) for kind in CELL_TYPES)
+
+
+def uniform_cost(tables: dict) -> float:
+  """Expected edge cost when every op of every edge is equally likely (a new supernet's distribution)."""
+  return float(sum(np.mean(tables[kind], axis=-1).sum() for kind in CELL_TYPES))
+
+
+def derived_cost(arch: Sequence[int], space, tables: dict) -> float:
+  """Edge cost of a derived discrete cell pair: the chosen op of each kept edge, from the same tables."""
+  num_nodes = space.num_nodes
+  src, dst = edge_endpoints(num_nodes)
+  ops = tuple(space.supernet_ops)
+  genotype = space.decode(np.asarray(arch))
+  total = 0.0
+  for kind, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+    for k, (op, source) in enumerate(pairs):
+      node = k // (len(pairs) // num_nodes)
+      edge = int(np.flatnonzero((src == source) & (dst == node))[0])
+      total += float(tables[kind][edge, ops.index(op)])
+  return total
