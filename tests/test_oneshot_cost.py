@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax import data as nasdata
 from nasjax.errors import NasjaxError
 from nasjax.nn.count import count_macs, count_params
 from nasjax.nn.network import Network
@@ -15,9 +14,7 @@ from nasjax.oneshot import run_search, search_config
 from nasjax.oneshot.cost import derived_cost, edge_cost_tables, expected_cost, op_cost, uniform_cost
 from nasjax.oneshot.search import Search
 from nasjax.spaces import darts_space
-from nasjax.spaces.cells import CellSpace
-
-TINY_SPACE = CellSpace("tiny", ("skip_connect", "conv_1x1"), 2, True)
+from test_oneshot import TINY_SPACE, tiny_config, tiny_dataset
 
 
 def test_op_costs_match_hand_counts():
@@ -79,19 +76,9 @@ def test_expected_cost_is_exact_and_its_gradient_analytic():
   assert uniform_cost(tables) == pytest.approx(7 / 3 + 2 + 3)
 
 
-def _dataset(n=96, size=8):
-  rng = np.random.default_rng(0)
-  y = np.arange(n) % 4
-  x = (rng.random((n, size, size, 1)) * 0.5 + y[:, None, None, None] / 8).astype(np.float32)
-  return nasdata.Dataset("tiny", x, y.astype(np.int64), x[:16], y[:16].astype(np.int64), 4, (0.4,), (0.2,))
-
-
 def _config(method="darts", **overrides):
-  cfg = search_config(method)
-  cfg.update(epochs=2, batch_size=8, channels=4, layers=2, train_subset=0, arch_warmup_epochs=0,
-             eval_batch_size=32, crop_padding=1, arch_learning_rate=0.05, arch_weight_decay=0.0)
-  cfg.update(overrides)
-  return cfg
+  # A fast-moving architecture (no weight decay on it) so two tiny epochs show the penalty's pull.
+  return tiny_config(method, **dict(dict(arch_learning_rate=0.05, arch_weight_decay=0.0), **overrides))
 
 
 def test_penalty_adds_its_exact_gradient_to_the_architecture_objective():
@@ -111,7 +98,7 @@ def test_penalty_adds_its_exact_gradient_to_the_architecture_objective():
 def test_a_heavy_penalty_drives_the_search_to_free_ops(method):
   """With the penalty dominating, every edge moves to its cheapest op (parameter-free skip / none), the
   expected cost falls every epoch, and the logs carry it; without it the convolutions survive."""
-  ds = _dataset()
+  ds = tiny_dataset()
   heavy = run_search(_config(method, cost_weight=50.0), TINY_SPACE, ds, show_progress=False)
   costs = [r["expected_edge_params"] for r in heavy["history"]]
   assert costs[1] < costs[0] and heavy["history"][-1]["derived_edge_params"] < costs[0]
