@@ -181,6 +181,8 @@ def retrain_stage(genotype: str, args, dataset, outdir: str) -> dict:
            # Parameters as the papers count them: the auxiliary head left out.
            "params": count_params(jax.device_get(fit.state["params"])),
            "test_accuracy": fit.final["eval_accuracy"], "test_loss": fit.final["eval_loss"],
+           "test_accuracy_per_epoch": [r.get("eval_accuracy") for r in fit.history],
+           "seconds_per_epoch": [round(r["seconds"], 1) for r in fit.history],
            "final_train_accuracy": fit.final["train_accuracy"]}
   write_json_atomic(done_path, stage)
   return stage
@@ -211,6 +213,8 @@ def run(args) -> dict:
     # The encoding stays in <method>/search.json; the report shows the genotype in the papers' notation.
     entry = {k: v for k, v in found.items() if k not in ("settings", "arch")}
     entry.update({k: v for k, v in trained.items() if k != "settings"})
+    # What the budget counts, also when a stage was reused from an earlier run (total_seconds is this run's).
+    entry["search_plus_retrain_seconds"] = entry["search_seconds"] + entry["retrain_seconds"]
     report["methods"][method] = entry
     print(f"[{method}] test accuracy {entry['test_accuracy']:.4f}, {entry['params']} params, "
           f"search {entry['search_seconds']:.0f} s, retrain {entry['retrain_seconds']:.0f} s", file=sys.stderr)
