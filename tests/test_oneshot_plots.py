@@ -309,6 +309,8 @@ def test_benchmark_random_cell_end_to_end_and_resume(tmp_path, capsys):
   entry = first["methods"]["random"]
   assert 0.0 <= entry["test_accuracy"] <= 1.0 and entry["params"] > 0
   assert Genotype.from_string(entry["genotype"]).num_nodes == 4
+  assert entry["test_accuracy_per_epoch"] == [entry["test_accuracy"]] and len(entry["seconds_per_epoch"]) == 1
+  assert entry["search_plus_retrain_seconds"] == entry["search_seconds"] + entry["retrain_seconds"]
   # A rerun reuses the finished stage: same numbers, no new training.
   assert bench.main(argv) == 0
   second = json.loads((tmp_path / "r.json").read_text())
