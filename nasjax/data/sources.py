@@ -87,7 +87,7 @@ class Dataset:
 
     A resume compares contents, not paths: the same file reached by another path (or copied to another
     machine) resumes, while another data set with the same name, or a regenerated subset, is refused.
-    Hashing 70,000 Fashion-MNIST images takes about 0.1 s.
+    Hashing the 70,000 Fashion-MNIST images takes under 0.1 s (0.05 s measured).
     """
     digest = hashlib.sha256()
     for array in (self.x_train, self.y_train, self.x_test, self.y_test):
