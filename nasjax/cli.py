@@ -104,7 +104,7 @@ def cmd_info(args) -> dict:
   import jax
   import jax.numpy as jnp
   from nasjax.nn.count import count_macs, count_params
-  from nasjax.nn.network import Network
+  from nasjax.nn.network import AUX_NAME, Network
   space, arch, genotype = resolve_genotype(args.genotype)
   shape = _parse_shape(args.input_shape)
   net = Network(genotype, args.channels, args.layers, args.classes, auxiliary=args.auxiliary,
@@ -114,7 +114,7 @@ def cmd_info(args) -> dict:
   # The auxiliary head only trains; an inference pass (what the papers' multiply-adds count) skips it.
   deployed = net.clone(auxiliary=False)
   macs = count_macs(lambda v, x: deployed.apply(v, x)[0], {**variables, "params": {
-      k: v for k, v in variables["params"].items() if k != "auxiliary_head"}}, x)
+      k: v for k, v in variables["params"].items() if k != AUX_NAME}}, x)
   return {"command": "info", "space": space.name, "genotype": genotype.to_string(),
           "arch": [int(v) for v in arch], "channels": args.channels, "layers": args.layers,
           "auxiliary": args.auxiliary, "input_shape": list(shape), "classes": args.classes,
@@ -181,7 +181,8 @@ def cmd_eval(args) -> dict:
   tx = train.make_optimizer(cfg, batcher.steps_per_epoch)
   template = train.init_state(lambda k: network.init({"params": k, "dropout": k}, sample), tx, cfg.seed)
   manager = ckpt.Manager(os.path.join(os.path.abspath(args.checkpoint), "checkpoints"))
-  # Evaluating on other data (--data) is allowed, so the training data's fingerprint is not compared.
+  # Evaluating on other data (--data) is allowed, so the training data is not compared: neither its
+  # fingerprint nor the path that checkpoints written before the fingerprint recorded.
   identity = {"genotype": genotype.to_string(), "config": trained["config"]}
   restored = manager.restore_latest(template, identity, ignore=("dataset", "data"))
   if restored is None:

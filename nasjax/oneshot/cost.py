@@ -82,15 +82,12 @@ def uniform_cost(tables: dict) -> float:
 
 
 def derived_cost(arch: Sequence[int], space, tables: dict) -> float:
-  """Edge cost of a derived discrete cell pair: the chosen op of each kept edge, from the same tables."""
-  num_nodes = space.num_nodes
-  src, dst = edge_endpoints(num_nodes)
-  ops = tuple(space.supernet_ops)
-  genotype = space.decode(np.asarray(arch))
-  total = 0.0
-  for kind, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
-    for k, (op, source) in enumerate(pairs):
-      node = k // (len(pairs) // num_nodes)
-      edge = int(np.flatnonzero((src == source) & (dst == node))[0])
-      total += float(tables[kind][edge, ops.index(op)])
-  return total
+  """Edge cost of a discrete cell pair of a :class:`~nasjax.spaces.CellSpace`, from the same tables.
+
+  Every chosen (input, op) of every node counts, a node reading one input twice included.
+  """
+  _, dst = edge_endpoints(space.num_nodes)
+  first_edge = np.searchsorted(dst, np.arange(space.num_nodes))  # edges are ordered by destination node
+  edges = first_edge[None, :, None] + np.asarray(space.node_inputs(arch))  # [cell type, node, 2]
+  ops = np.asarray(space.node_ops(arch)) + 1  # supernet_ops = ('none',) + ops
+  return float(sum(tables[kind][edges[i], ops[i]].sum() for i, kind in enumerate(CELL_TYPES)))
