@@ -12,7 +12,7 @@
 #
 #   OUT=/tmp/out PYTHON=python3 REFERENCE=.devcarry/torch_darts_step.py bash benchmarks/device_supernet.sh
 #   SMOKE=1 ...   # tiny sizes on any machine, reference on the CPU: checks the script itself
-#   STAGES="variants epoch" ...   # a subset of the stages (modes, variants, epoch), in that order
+#   STAGES="second profile variants" ...   # a subset of the stages (modes, second, profile, variants, epoch)
 # The lent machines' image has jax, flax, optax, chex, orbax and torch but not ml_collections: carry its
 # wheel (`pip download --no-deps ml_collections` into an ignored .whl/, install it with --target).
 set -u
@@ -61,10 +61,28 @@ stage_modes() {  # every mode with the search defaults (recomputed edges, jvp_re
   done
 }
 
-stage_variants() {  # where the GPU weights step loses its time (2026-11-27: 0.69 s vs PyTorch's 0.44 s)
-  # XLA's max-pool gradient (select-and-scatter) and grouped depthwise convolutions are the usual suspects.
-  for variant in "NASJAX_POOL_IMPL=shift" "--dw-impl dense" "--dw-impl shift" "--remat-edges 0" \
-                 "--edge-loop unroll"; do
+stage_second() {  # the second order next to the first, both next to the reference, fewer steps than "modes"
+  # 240 s was too little for "second" on the H100 (2026-11-27: reference ~40 s, then nasjax's compile).
+  for mode in first second; do
+    capped 330 $PYTHON benchmarks/supernet_step.py "${size[@]}" --steps 10 --warmup 2 --modes $mode \
+      --torch-python "$TORCH_PYTHON" --reference "$REFERENCE" --reference-device $refdev 2>>"$LOG" \
+      | tee -a "$OUT/supernet_step.jsonl"
+  done
+}
+
+stage_profile() {  # device time per XLA op of the weights step, edges recomputed and not
+  for remat in 1 0; do
+    capped 150 $PYTHON "${bench[@]}" --modes weights --remat-edges $remat --profile "/tmp/profile_weights_$remat" \
+      2>>"$LOG" | tee -a "$OUT/supernet_step_profile.jsonl" | cut -c1-300
+    cp "/tmp/profile_weights_$remat/summary.json" "$OUT/profile_weights_remat$remat.json" 2>/dev/null
+    cp "/tmp/profile_weights_$remat/module.hlo.txt.gz" "$OUT/module_weights_remat$remat.hlo.txt.gz" 2>/dev/null
+  done
+}
+
+stage_variants() {  # other forms of the weights step (2026-11-27, H100: grouped depthwise 0.69 s, dense
+  # 0.37 s, shifted slices 0.28 s, the default since; PyTorch 0.44 s)
+  for variant in "NASJAX_POOL_IMPL=shift" "--dw-impl grouped" "--edge-loop unroll" "--dw-impl dense" \
+                 "--remat-edges 0"; do
     case $variant in
       NASJAX_*) capped 150 env "$variant" $PYTHON "${bench[@]}" --modes weights ;;
       *) capped 150 $PYTHON "${bench[@]}" --modes weights $variant ;;
@@ -96,7 +114,7 @@ done
 echo "[$SECONDS s] done" | tee -a "$LOG"
 $PYTHON - "$OUT" <<'EOF'
 import glob, json, os, sys
-keys = ("variant", "impl", "mode", "dw_impl", "edge_loop", "remat_edges", "median_s_per_step",
+keys = ("variant", "hessian", "impl", "mode", "dw_impl", "edge_loop", "remat_edges", "median_s_per_step",
         "min_s_per_step", "compile_s",
         "peak_device_mib", "peak_rss_mib", "speedup_vs_reference", "error", "epoch", "seconds", "train_loss")
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.jsonl"))):
@@ -105,4 +123,10 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.jsonl"))):
     if line.strip().startswith("{"):
       rec = json.loads(line)
       print(" ", {k: rec[k] for k in keys if k in rec})
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "profile_*.json"))):
+  rec = json.load(open(path))
+  print(os.path.basename(path), "busy ms/step", rec.get("device_busy_ms_per_step"), "kernels/step",
+        rec.get("kernels_per_step"))
+  for g in rec.get("top_sources", [])[:12]:
+    print("  ", g["ms_per_step"], g["source"][:110])
 EOF

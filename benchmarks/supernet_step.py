@@ -11,7 +11,8 @@ momentum and weight decay on the weights, with softmax architecture weights as i
 ``second`` (a whole DARTS search step of :mod:`nasjax.oneshot`: the architecture step, first order or with
 the exact second-order hypergradient, then the weight step; the reference uses the paper's finite
 difference for ``second``). ``--method pcdarts --batch 256`` measures a PC-DARTS step. Every measurement
-runs in its own process, so ``peak_rss_mib`` is that step's own peak memory.
+runs in its own process, so ``peak_rss_mib`` is that step's own peak memory. ``--profile DIR`` traces a
+few more steps and adds the device time per XLA op, with the JAX source of each (``trace_summary.py``).
 """
 
 from __future__ import annotations
@@ -88,11 +89,11 @@ def run_nasjax_search_step(mode: str, args) -> dict:
   compile_s = time.perf_counter() - t0
   params = sum(p.size for p in jax.tree.leaves(state["params"]))
   step = lambda st: compiled(st, xt, yt, xv, yv)
-  return _time(step, state, args) | {"compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
+  return _time(step, state, args, compiled) | {"compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
                                      "params": params, "method": args.method, "hessian": args.hessian}
 
 
-def _time(step, state, args) -> dict:
+def _time(step, state, args, compiled=None) -> dict:
   for _ in range(args.warmup):
     state, out = step(state)
     jax.block_until_ready(out)
@@ -103,8 +104,33 @@ def _time(step, state, args) -> dict:
     jax.block_until_ready(out)
     times.append(time.perf_counter() - t0)
   med = statistics.median(times)
-  return {"median_s_per_step": round(med, 4), "min_s_per_step": round(min(times), 4),
-          "images_per_s": round(args.batch / med, 2)}
+  out = {"median_s_per_step": round(med, 4), "min_s_per_step": round(min(times), 4),
+         "images_per_s": round(args.batch / med, 2)}
+  if args.profile:
+    try:
+      out["profile"] = _profile(step, state, args, compiled)
+    except Exception as e:  # noqa: BLE001 - a machine without a working profiler still gets its timings
+      out["profile"] = {"error": f"{type(e).__name__}: {e}"}
+  return out
+
+
+def _profile(step, state, args, compiled) -> dict:
+  """Traces ``--profile-steps`` more steps into ``--profile`` and sums the device time by XLA op."""
+  import gzip
+  from trace_summary import summarize
+  os.makedirs(args.profile, exist_ok=True)
+  hlo = compiled.as_text() if compiled is not None else None
+  if hlo:
+    with gzip.open(os.path.join(args.profile, "module.hlo.txt.gz"), "wt") as f:
+      f.write(hlo)
+  with jax.profiler.trace(args.profile, create_perfetto_trace=True):
+    for _ in range(args.profile_steps):
+      state, out = step(state)
+      jax.block_until_ready(out)
+  summary = summarize(args.profile, args.profile_steps, hlo)
+  with open(os.path.join(args.profile, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  return summary
 
 
 def run_nasjax(mode: str, args) -> dict:
@@ -143,7 +169,7 @@ def run_nasjax_plain(mode: str, args) -> dict:
   t0 = time.perf_counter()
   compiled = step.lower(state, x, y).compile()
   compile_s = time.perf_counter() - t0
-  return _time(lambda st: compiled(st, x, y), state, args) | {
+  return _time(lambda st: compiled(st, x, y), state, args, compiled) | {
       "compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
       "params": sum(p.size for p in jax.tree.leaves(variables["params"]))}
 
@@ -191,6 +217,10 @@ def main(argv=None):
                   help="second-order product: jvp, jvp_recompute, unroll or finite_difference (default: the "
                        "search config's)")
   ap.add_argument("--partial-channels", type=int, default=0, help="PC-DARTS K (0: the method's default)")
+  ap.add_argument("--profile", default=None,
+                  help="folder: after timing, trace --profile-steps more steps of nasjax there and add the "
+                       "device time per XLA op (benchmarks/trace_summary.py) to the JSON")
+  ap.add_argument("--profile-steps", type=int, default=3)
   ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   from nasjax.oneshot.search import search_config

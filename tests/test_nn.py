@@ -27,6 +27,29 @@ def test_depthwise_formulations_agree(k, dilation, stride):
     np.testing.assert_allclose(ops.depthwise_conv(x, w, stride, dilation, impl), ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_shifted_depthwise_gradient_outside_scans_equals_grouped(dilation):
+  # GPUs run the shifted slices with plain autodiff (conv_impl "xla"): same gradients as the grouped form.
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 1, 4))
+  loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(ops.depthwise_conv(x, w, 1, dilation, impl)))  # noqa: E731
+  want = jax.grad(loss("grouped"), (0, 1))(x, w)
+  got = jax.grad(loss("shift"), (0, 1))(x, w)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_auto_choice_per_backend():
+  assert ops.resolve_dw_impl("auto", 16, "gpu") == "shift"
+  assert ops.resolve_dw_impl("auto", 16, "tpu") == "grouped"
+  assert ops.resolve_dw_impl("auto", 16, "cpu", custom_gradient=True) == "shift"
+  assert ops.resolve_dw_impl("auto", 16, "cpu") == "dense"
+  assert ops.resolve_dw_impl("auto", 64, "cpu") == "shift"
+  assert ops.resolve_dw_impl("grouped", 16, "gpu") == "grouped"
+  with pytest.raises(NasjaxError, match="accepted"):
+    ops.resolve_dw_impl("winograd", 16, "gpu")
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("window", [3, 5])
