@@ -10,7 +10,9 @@ Runs on the machine that made the trace or on any other: it needs only the stand
 
 Sums are of event durations, so they rank ops well but can exceed the step's wall time where kernels
 overlap (several streams) or a trace nests an op's event around its kernels' events; one HLO op can be
-many kernels (cuDNN runs a dilated grouped convolution's backward pass as one kernel per group).
+many kernels (cuDNN runs a dilated grouped convolution's backward pass as one kernel per group). A fused
+op counts under its root instruction's source: on XLA:CPU the edge's input gradient is fused into the
+in-place add to the node buffer, so it shows up as ``closed_call/scatter-add``.
 """
 
 from __future__ import annotations
