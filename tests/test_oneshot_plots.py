@@ -279,6 +279,10 @@ def test_benchmark_options_scale_the_paper_configs():
   assert search.arch_warmup_epochs == 0
   args = bench.parse_args(["--search-epochs", "3", "--search-warmup-epochs", "1", "--drop-path", "0"])
   assert bench.search_cfg("darts", args).arch_warmup_epochs == 1 and bench.retrain_cfg(args).drop_path == 0.0
+  # SPOS runs --search-epochs unless told otherwise, and never DARTS' warm-up (it has no architecture step).
+  assert bench.search_cfg("spos", args).epochs == 3 and bench.search_cfg("spos", args).arch_warmup_epochs == 0
+  args = bench.parse_args(["--search-epochs", "3", "--spos-search-epochs", "40"])
+  assert bench.search_cfg("spos", args).epochs == 40 and bench.search_cfg("darts", args).epochs == 3
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -286,6 +290,7 @@ def test_benchmark_options_scale_the_paper_configs():
     (["--methods", "darts,darts"], "--methods"),
     (["--methods", ""], "--methods"),
     (["--search-epochs", "0"], "--search-epochs"),
+    (["--spos-search-epochs", "0"], "--spos-search-epochs"),
     (["--train-subset", "-1"], "--train-subset"),
     (["--search-subset", "50", "--batch-size", "32"], "at least twice the batch size"),
     (["--search-epochs", "2", "--search-warmup-epochs", "2"], "leaves no epoch"),
