@@ -86,8 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   args.methods = methods
   if args.spos_search_epochs is None:
     args.spos_search_epochs = args.search_epochs
-  for name in ("search_epochs", "spos_search_epochs", "search_channels", "search_layers", "train_epochs", "train_channels",
-               "train_layers", "batch_size", "rank_samples"):
+  for name in ("search_epochs", "spos_search_epochs", "search_channels", "search_layers", "train_epochs",
+               "train_channels", "train_layers", "batch_size", "rank_samples"):
     if getattr(args, name) < 1:
       raise NasjaxError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
   if not 0.0 <= args.drop_path < 1.0:

@@ -54,20 +54,22 @@ print(sys.version.split()[0], "jax", jax.__version__, "flax", flax.__version__, 
 } 2>&1 | tee "$OUT/versions.txt"
 
 bench=(benchmarks/supernet_step.py "${size[@]}" "${steps[@]}")
-stage_modes() {  # every mode with the search defaults (recomputed edges, jvp_recompute), next to the reference
-  for mode in eval weights first second; do
-    capped 240 $PYTHON "${bench[@]}" --modes $mode --torch-python "$TORCH_PYTHON" --reference "$REFERENCE" \
-      --reference-device $refdev 2>>"$LOG" | tee -a "$OUT/supernet_step.jsonl"
-  done
-}
-
-stage_second() {  # the second order next to the first, both next to the reference, fewer steps than "modes"
-  # 240 s was too little for "second" on the H100 (2026-11-27: reference ~40 s, then nasjax's compile).
-  for mode in first second; do
-    capped 330 $PYTHON benchmarks/supernet_step.py "${size[@]}" --steps 10 --warmup 2 --modes $mode \
+beside_reference() {  # beside_reference CAP "MODES" [supernet_step.py options]: each mode, reference first
+  local cap=$1 modes=$2; shift 2
+  for mode in $modes; do
+    capped "$cap" $PYTHON benchmarks/supernet_step.py "${size[@]}" "$@" --modes $mode \
       --torch-python "$TORCH_PYTHON" --reference "$REFERENCE" --reference-device $refdev 2>>"$LOG" \
       | tee -a "$OUT/supernet_step.jsonl"
   done
+}
+
+stage_modes() {  # every mode with the search defaults (recomputed edges, jvp_recompute)
+  beside_reference 240 "eval weights first second" "${steps[@]}"
+}
+
+stage_second() {  # the second order next to the first, with fewer steps than "modes"
+  # 240 s was too little for "second" on the H100 (2026-11-27: reference ~40 s, then nasjax's compile).
+  beside_reference 330 "first second" --steps 10 --warmup 2
 }
 
 stage_profile() {  # device time per XLA op of the weights step, edges recomputed and not

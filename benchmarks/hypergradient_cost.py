@@ -8,10 +8,11 @@ short on a CPU:
 
 Prints one JSON object: median / min seconds per step, compile seconds and XLA's count of floating-point
 operations per mode, and each ratio to first. The count says what any machine would pay: on 2026-11-27
-(defaults) jvp_recompute 2.89x first, jvp 2.70x, the paper's finite difference 2.61x. Five passes against two bound the exact hypergradient:
-grad_w L_train for the virtual step, grad L_val at w', the Hessian-vector product (a forward-over-reverse
-pass: about two), and the weight step, so ~2.5x is the floor of this formulation; taking the tangent of
-grad_alpha alone instead of (grad_w, grad_alpha) changed nothing (XLA already drops the unused half).
+(defaults) jvp_recompute 2.89x first, jvp 2.70x, the paper's finite difference 2.61x. Five passes against
+two bound the exact hypergradient: grad_w L_train for the virtual step, grad L_val at w', the
+Hessian-vector product (a forward-over-reverse pass: about two), and the weight step, so ~2.5x is the
+floor of this formulation; taking the tangent of grad_alpha alone instead of (grad_w, grad_alpha) changed
+nothing (XLA already drops the unused half).
 """
 
 from __future__ import annotations

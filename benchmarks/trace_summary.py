@@ -51,10 +51,8 @@ def source_group(source: str) -> str:
   if not source:
     return "(no source)"
   direction = "backward" if "transpose(" in source else "forward"
-  if re.search(r"MixedOp\)?/", source):
-    tail = re.split(r"MixedOp\)?/", source, maxsplit=1)[1]
-  else:
-    tail = "/".join(p for p in source.split("/")[-2:])
+  parts = re.split(r"MixedOp\)?/", source, maxsplit=1)
+  tail = parts[1] if len(parts) == 2 else "/".join(source.split("/")[-2:])
   tail = re.sub(r"(rematted_computation|checkpoint|jvp\(\)|transpose\(|\))/?", "", tail)
   return f"{direction} {tail}"
 

@@ -75,10 +75,9 @@ def resolve_dw_impl(impl: str, channels: int, backend: str | None = None, custom
   GPU (one H100, jax 0.11.2, 2026-11-27): the DARTS search supernet's weight step (C=16, 8 cells, batch
   64) took 0.693 s with grouped convolutions, 0.372 s with block-diagonal dense ones and 0.277 s with
   shifted slices (PyTorch's reference: 0.435 s). A profile (``supernet_step.py --profile``) of the grouped
-  step ranked the backward convolutions of the two dilated ops first, cuDNN running each as 1,000-2,500
-  kernels; alone,
-  forward + backward at 32x32x16 with dilation 2 took 3.1 ms grouped, 1.6 ms dense, 0.26 ms shifted
-  (``benchmarks/depthwise.py``). TPUs and other backends keep XLA's grouped convolution (unmeasured).
+  step ranked the backward convolutions of the two dilated ops first, cuDNN running each as ~16 kernels
+  (one per channel group). Alone, forward + backward at 32x32x16 with dilation 2 took 3.1 ms grouped,
+  1.6 ms dense, 0.26 ms shifted (``benchmarks/depthwise.py``). TPUs and other backends keep XLA's grouped convolution (unmeasured).
   """
   if impl not in DEPTHWISE_IMPLS:
     raise NasjaxError(f"unknown depthwise implementation {impl!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}")
