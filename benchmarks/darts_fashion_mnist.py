@@ -7,7 +7,12 @@ validation split, then train a larger network of the derived cell from scratch a
 The baselines follow Li & Talwalkar ("Random Search and Reproducibility for Neural Architecture Search",
 UAI 2019): random search with weight sharing (SPOS, Guo et al., ECCV 2020: a supernet trained on uniformly
 sampled paths, then the best of sampled cells under the shared weights) and one uniformly random cell of the
-DARTS space, retrained at the same size. Fashion-MNIST: Xiao, Rasul & Vollgraf, arXiv:1708.07747, 2017.
+DARTS space, retrained at the same width and depth (``random``). Cells differ in cost (a cell of convolutions
+has about twice the parameters of one of pools and skips, and a search that favours pools finds cells smaller
+than almost every random one), so ``random_matched`` retrains the same random cell at the width whose network
+has the parameter count closest to the DARTS cell's: the equal-budget comparison Yang et al. ("NAS
+evaluation is frustratingly hard", ICLR 2020) ask for. Fashion-MNIST: Xiao, Rasul & Vollgraf,
+arXiv:1708.07747, 2017.
 
 The default budget takes about 90 minutes on one GPU:
 
@@ -39,11 +44,12 @@ from nasjax import spaces, train
 from nasjax.errors import NasjaxError
 from nasjax.utils.stages import environment, load_finished, report_main, write_json_atomic
 from nasjax.nn.count import count_params
+from nasjax.nn.network import Network
 from nasjax.oneshot import run_search, search_config
 from nasjax.oneshot.plots import plot_search
 
 DEFAULT_DATA = "/work/shared/data/fashion_mnist.npz"
-METHODS = ("darts", "spos", "random")
+METHODS = ("darts", "spos", "random", "random_matched")
 # The random cell's key is derived from --seed but kept apart from every key the searches split from it.
 RANDOM_CELL_STREAM = 7919
 
@@ -71,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--spos-search-epochs", type=int, default=None,
                  help="SPOS supernet epochs (default: --search-epochs). A SPOS epoch trains one path, several "
                       "times cheaper than a DARTS epoch: give it DARTS' search time for a budget-matched row")
+  p.add_argument("--match-params", type=int, default=None,
+                 help="random_matched: the parameter count to match when darts is not in --methods (the "
+                      "retrained DARTS cell's 'params' of an earlier run with the same retraining settings)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="runs/darts_fashion_mnist", help="work directory (checkpoints, plots)")
   p.add_argument("--json", default=None, help="also write the printed JSON object here")
@@ -83,6 +92,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   unknown = [m for m in methods if m not in METHODS]
   if not methods or unknown or len(set(methods)) != len(methods):
     raise NasjaxError(f"--methods must be distinct names among {', '.join(METHODS)}; got {args.methods!r}")
+  if args.match_params is not None and args.match_params < 1:
+    raise NasjaxError(f"--match-params must be a positive integer; got {args.match_params}")
+  if "random_matched" in methods and args.match_params is None and (
+      "darts" not in methods or methods.index("darts") > methods.index("random_matched")):
+    raise NasjaxError("--methods: random_matched matches the size of the DARTS cell; list darts before it "
+                      "or give --match-params")
   args.methods = methods
   if args.spos_search_epochs is None:
     args.spos_search_epochs = args.search_epochs
@@ -169,9 +184,38 @@ def random_stage(args, space) -> dict:
           "search_epoch_seconds": 0.0}
 
 
-def retrain_stage(genotype: str, args, dataset, outdir: str) -> dict:
-  """Retrains ``genotype`` (or resumes, or reuses the finished run) and measures it on the test set."""
+def retrained_params(genotype: str, channels: int, args, dataset) -> int:
+  """Parameters (as the papers count them) of the retraining network of ``genotype``; nothing is run."""
+  net = Network(spaces.Genotype.from_string(genotype), channels, args.train_layers, dataset.num_classes,
+                auxiliary=False, scan_cells=False)
+  x = jax.ShapeDtypeStruct((1,) + tuple(dataset.input_shape), jax.numpy.float32)
+  variables = jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, x), jax.random.key(0))
+  return count_params(variables["params"])
+
+
+def matched_width(genotype: str, args, dataset, target_params: int) -> dict:
+  """The initial width at which ``genotype``'s retraining network comes closest to ``target_params``.
+
+  Parameters grow about with the square of the width, so the widths tried are the even ones (a reduction
+  cell halves them) from a quarter to four times ``--train-channels``; ties go to the narrower network.
+  """
+  low, high = max(2, args.train_channels // 8 * 2), 4 * args.train_channels
+  sizes = {c: retrained_params(genotype, c, args, dataset) for c in range(low, high + 1, 2)}
+  channels = min(sizes, key=lambda c: (abs(sizes[c] - target_params), c))
+  if channels in (low, high) and low < high:
+    raise NasjaxError(f"random_matched: no width in [{low}, {high}] brings the random cell near "
+                      f"{target_params} parameters (closest {sizes[channels]} at {channels} channels)")
+  return {"channels": channels, "matched_params": sizes[channels], "target_params": target_params}
+
+
+def retrain_stage(genotype: str, args, dataset, outdir: str, channels: int | None = None) -> dict:
+  """Retrains ``genotype`` (or resumes, or reuses the finished run) and measures it on the test set.
+
+  ``channels`` replaces ``--train-channels`` (the size-matched random cell).
+  """
   cfg = retrain_cfg(args)
+  if channels is not None:
+    cfg.channels = channels
   genotype = spaces.Genotype.from_string(genotype).to_string()
   settings = {"data": args.data, "genotype": genotype, "config": train.config_to_dict(cfg)}
   done_path = os.path.join(outdir, "retrain.json")
@@ -206,7 +250,8 @@ def run(args) -> dict:
                    if k not in ("quiet", "json")},
       "data": {"name": dataset.name, "train_images": int(len(dataset.x_train)),
                "test_images": int(len(dataset.x_test)), "input_shape": list(dataset.input_shape)},
-      "search_config": {m: train.config_to_dict(search_cfg(m, args)) for m in args.methods if m != "random"},
+      "search_config": {m: train.config_to_dict(search_cfg(m, args)) for m in args.methods
+                        if not m.startswith("random")},
       "retrain_config": train.config_to_dict(retrain_cfg(args)),
       **environment(),
       "methods": {},
@@ -214,9 +259,16 @@ def run(args) -> dict:
   for method in args.methods:
     outdir = os.path.join(args.out, method)
     os.makedirs(outdir, exist_ok=True)
-    found = random_stage(args, space) if method == "random" else search_stage(method, args, space, dataset,
-                                                                              outdir)
-    trained = retrain_stage(found["genotype"], args, dataset, outdir)
+    channels = None
+    if method.startswith("random"):
+      found = random_stage(args, space)
+      if method == "random_matched":
+        target = args.match_params if args.match_params is not None else report["methods"]["darts"]["params"]
+        found.update(matched_width(found["genotype"], args, dataset, target))
+        channels = found["channels"]
+    else:
+      found = search_stage(method, args, space, dataset, outdir)
+    trained = retrain_stage(found["genotype"], args, dataset, outdir, channels)
     # The encoding stays in <method>/search.json; the report shows the genotype in the papers' notation.
     entry = {k: v for k, v in found.items() if k not in ("settings", "arch")}
     entry.update({k: v for k, v in trained.items() if k != "settings"})

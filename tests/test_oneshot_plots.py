@@ -283,6 +283,8 @@ def test_benchmark_options_scale_the_paper_configs():
   assert bench.search_cfg("spos", args).epochs == 3 and bench.search_cfg("spos", args).arch_warmup_epochs == 0
   args = bench.parse_args(["--search-epochs", "3", "--spos-search-epochs", "40"])
   assert bench.search_cfg("spos", args).epochs == 40 and bench.search_cfg("darts", args).epochs == 3
+  # The size-matched random cell needs the DARTS cell's size: from this run, or given.
+  assert bench.parse_args(["--methods", "random_matched", "--match-params", "88000"]).match_params == 88000
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -295,11 +297,33 @@ def test_benchmark_options_scale_the_paper_configs():
     (["--search-subset", "50", "--batch-size", "32"], "at least twice the batch size"),
     (["--search-epochs", "2", "--search-warmup-epochs", "2"], "leaves no epoch"),
     (["--drop-path", "1.0"], "--drop-path"),
+    (["--methods", "random_matched"], "list darts before it"),
+    (["--methods", "random_matched,darts"], "list darts before it"),
+    (["--methods", "random_matched", "--match-params", "0"], "--match-params"),
 ])
 def test_benchmark_rejects_bad_options(argv, message):
   bench = load_benchmark()
   with pytest.raises(NasjaxError, match=message):
     bench.parse_args(argv)
+
+
+def test_benchmark_matched_random_cell_is_the_random_cell_at_the_target_size():
+  from nasjax import data as nasdata
+  from nasjax import spaces
+  bench = load_benchmark()
+  args = bench.parse_args(["--methods", "random_matched", "--match-params", "1", "--train-channels", "4",
+                           "--train-layers", "3", "--seed", "3"])
+  dataset = nasdata.load_dataset("embedded")
+  genotype = bench.random_stage(args, spaces.get_space("darts"))["genotype"]
+  # A target between the sizes at 6 and 8 channels: the closer width wins.
+  at6, at8 = (bench.retrained_params(genotype, c, args, dataset) for c in (6, 8))
+  assert at6 < at8
+  found = bench.matched_width(genotype, args, dataset, at6 + (at8 - at6) // 3)
+  assert found == {"channels": 6, "matched_params": at6, "target_params": at6 + (at8 - at6) // 3}
+  assert bench.matched_width(genotype, args, dataset, at8)["channels"] == 8
+  # A size out of reach of every width tried is refused, not matched to the edge of the range.
+  with pytest.raises(NasjaxError, match="no width"):
+    bench.matched_width(genotype, args, dataset, 10 * bench.retrained_params(genotype, 16, args, dataset))
 
 
 @pytest.mark.slow
