@@ -145,6 +145,19 @@ def test_darts_space_architectures_drive_the_darts_supernet():
   assert jax.eval_shape(lambda v: net.apply(v, x, arch), variables).shape == (2, 3)
 
 
+def test_edge_parameters_of_another_supernet_are_refused():
+  # Applying checks stacked edge parameters against the shapes recorded at init (Flax's own check would
+  # trace every candidate op again): parameters of a supernet with other ops are named in a clear error.
+  x = jnp.ones((2, 8, 8, 3))
+  w = {k: jax.nn.softmax(jnp.zeros((SMALL_E, SMALL_O))) for k in ("normal", "reduce")}
+  other_ops = SMALL_OPS[:3] + ("sep_conv_5x5", "dil_conv_3x3")
+  net, other = (Supernet(ops=o, num_nodes=2, channels=4, layers=1, num_classes=3) for o in (SMALL_OPS, other_ops))
+  mine, theirs = (jax.eval_shape(lambda k, n=n: n.init(k, x, w, train=True), jax.random.key(0)) for n in (net, other))
+  assert jax.eval_shape(lambda v: net.apply(v, x, w), mine).shape == (2, 3)
+  with pytest.raises(NasjaxError, match=r"cell_0/all_edges do not fit this supernet: .*candidates_3"):
+    jax.eval_shape(lambda v: net.apply(v, x, w), {**mine, "params": theirs["params"]})
+
+
 def test_partial_channels_shapes():
   net = Supernet(ops=SMALL_OPS, num_nodes=2, channels=8, layers=3, num_classes=3, partial_channels=4)
   x = jnp.ones((2, 8, 8, 3))

@@ -77,7 +77,8 @@ def resolve_dw_impl(impl: str, channels: int, backend: str | None = None, custom
   shifted slices (PyTorch's reference: 0.435 s). A profile (``supernet_step.py --profile``) of the grouped
   step ranked the backward convolutions of the two dilated ops first, cuDNN running each as ~16 kernels
   (one per channel group). Alone, forward + backward at 32x32x16 with dilation 2 took 3.1 ms grouped,
-  1.6 ms dense, 0.26 ms shifted (``benchmarks/depthwise.py``). TPUs and other backends keep XLA's grouped convolution (unmeasured).
+  1.6 ms dense, 0.26 ms shifted (``benchmarks/depthwise.py``). TPUs and other backends keep XLA's grouped
+  convolution (unmeasured).
   """
   if impl not in DEPTHWISE_IMPLS:
     raise NasjaxError(f"unknown depthwise implementation {impl!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}")
@@ -143,11 +144,20 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
 
 
 def _weighted_window_sum(padded, kernel, stride, dilation):
-  """Sum over the kernel's taps of each strided view of ``padded`` times that tap's per-channel weight."""
+  """Sum over the kernel's taps of each strided view of ``padded`` times that tap's per-channel weight.
+
+  Written in ``lax`` primitives: a supernet traces this for every depthwise convolution of every edge kind
+  (25 taps for a 5x5), and ``jnp`` indexing and broadcasting cost several times the primitives' tracing.
+  """
+  k, channels = kernel.shape[0], kernel.shape[-1]
+  dtype = jnp.result_type(padded, kernel)
+  padded = padded.astype(dtype)
+  taps = lax.reshape(kernel.astype(dtype), (k * k, channels))
   out = None
-  for i, j, view in _shifted_windows(padded, kernel.shape[0], stride, dilation):
-    term = view * kernel[i, j, 0]
-    out = term if out is None else out + term
+  for i, j, view in _shifted_windows(padded, k, stride, dilation):
+    weight = lax.broadcast_in_dim(lax.index_in_dim(taps, i * k + j, keepdims=False), view.shape, (3,))
+    term = lax.mul(view, weight)
+    out = term if out is None else lax.add(out, term)
   return out
 
 
@@ -169,7 +179,10 @@ def _shift_depthwise(x, kernel, stride, dilation):
   32x32: 22 vs 19 ms), 5x5 44 vs 27 ms (in a scan 64 vs 31 ms), 8x8x64 1.6 vs 9.0 ms. In whole programs
   the better rule depends on the context: the scanned supernet's weight step (C=16, 8 cells, batch 64)
   took 17.4 s with this rule and 20.3 s with the convolution at every <= 16-channel kernel, the unrolled
-  DARTS_V2 Network's training step 1.35 s with this rule and 1.19 s with the convolution.
+  DARTS_V2 Network's training step 1.35 s with this rule and 1.19 s with the convolution. All taps as one
+  reduction over the stacked views (one fusion instead of k*k) cut that weights step's compile by 30%
+  (102.6 -> 71.2 s on one core beside another job) but slowed the step by 15% (median 23.6 -> 27.1 s),
+  so the per-tap rule stays.
   Ordinary JAX code, so forward-over-reverse works.
   """
   return _shift_depthwise_forward(x, kernel, stride, dilation)

@@ -137,6 +137,19 @@ def resolve_edge_loop(mode: str) -> str:
   return "scan" if mode == "auto" else mode
 
 
+# Abstract parameters of each EdgeStack configuration, recorded when one is initialised. On every apply,
+# Flax checks an existing parameter against its initialiser traced abstractly, which for an EdgeStack is a
+# forward pass of every candidate op: ~1/6 of tracing the paper-size weights step. With the shapes
+# recorded at init the check costs nothing; a configuration never initialised in this process (params
+# restored from elsewhere) keeps Flax's check.
+_STACK_PARAM_SHAPES: dict[tuple, dict[str, tuple]] = {}
+
+
+def _param_shapes(tree) -> dict[str, tuple]:
+  return {jax.tree_util.keystr(path): tuple(np.shape(leaf))
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 class EdgeStack(nn.Module):
   """A run of mixed-op edges of one kind (same stride and shapes), variables stacked on an edge axis.
 
@@ -174,7 +187,21 @@ class EdgeStack(nn.Module):
     # Initialise once for both collections. Flax also shape-checks an existing param by evaluating its
     # init function abstractly, so without a fresh initialisation the function must stand on its own.
     fresh = init_stacked(self.make_rng("params")) if self.is_initializing() else None
-    params = self.param("edges", lambda rng: (fresh or init_stacked(rng)).get("params", {}))
+    shape_key = (self.ops, self.channels, self.stride, self.affine, self.dw_impl, self.partial_channels,
+                 conv_impl, self.num_edges, tuple(example.shape), str(example.dtype), tuple(weights.shape),
+                 str(weights.dtype), mode)
+    if fresh is not None:
+      _STACK_PARAM_SHAPES[shape_key] = _param_shapes(fresh.get("params", {}))
+    expected = _STACK_PARAM_SHAPES.get(shape_key)
+    if expected is not None and self.has_variable("params", "edges"):
+      params = self.get_variable("params", "edges")
+      found = _param_shapes(params)
+      if found != expected:
+        wrong = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        raise NasjaxError(f"parameters of {'/'.join(self.scope.path)} do not fit this supernet: "
+                          + "; ".join(f"{k}: expected {expected.get(k)}, got {found.get(k)}" for k in wrong[:5]))
+    else:
+      params = self.param("edges", lambda rng: (fresh or init_stacked(rng)).get("params", {}))
     stats = self.variable("batch_stats", "edges", lambda: fresh.get("batch_stats", {}))
 
     def apply_edge(p, b, w, x):
