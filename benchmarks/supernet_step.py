@@ -33,6 +33,7 @@ import optax
 
 from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, num_edges
 from nasjax.train import init_key
+from nasjax.utils.jit import compiler_options, jit_with_options
 
 
 def make_step(net: Supernet, mode: str):
@@ -62,7 +63,7 @@ def make_step(net: Supernet, mode: str):
       return dict(state, params=params, batch_stats=batch_stats, opt=opt_state), loss
   else:
     raise SystemExit(f"unknown mode {mode!r}")
-  return jax.jit(step, donate_argnums=(0,)), weight_opt
+  return jit_with_options(step, donate_argnums=(0,)), weight_opt
 
 
 def run_nasjax_search_step(mode: str, args) -> dict:
@@ -85,7 +86,7 @@ def run_nasjax_search_step(mode: str, args) -> dict:
   xt, xv = (rng.random((args.batch, 32, 32, 3), np.float32) for _ in range(2))
   yt, yv = (np.arange(args.batch, dtype=np.int32) % 10 for _ in range(2))
   t0 = time.perf_counter()
-  compiled = jax.jit(search._step, donate_argnums=(0,)).lower(state, xt, yt, xv, yv).compile()
+  compiled = jit_with_options(search._step, donate_argnums=(0,)).lower(state, xt, yt, xv, yv).compile()
   compile_s = time.perf_counter() - t0
   params = sum(p.size for p in jax.tree.leaves(state["params"]))
   step = lambda st: compiled(st, xt, yt, xv, yv)
@@ -137,7 +138,7 @@ def run_nasjax(mode: str, args) -> dict:
   common = {"impl": "nasjax", "mode": mode, "batch": args.batch, "C": args.C, "layers": args.layers,
             "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
             "dw_impl": args.dw_impl, "edge_loop": args.edge_loop, "remat_edges": args.remat_edges,
-            "jax_version": jax.__version__}
+            "jax_version": jax.__version__, "compiler_options": compiler_options()}
   if mode in ("first", "second"):
     out = run_nasjax_search_step(mode, args)
   else:

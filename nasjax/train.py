@@ -34,6 +34,7 @@ from nasjax.errors import NasjaxError
 from nasjax.nn.network import Network
 from nasjax.parallel.distributed import is_main_process, to_host
 from nasjax.utils import checkpoint as ckpt
+from nasjax.utils.jit import jit_with_options
 from nasjax.utils.logging import MetricsLogger, progress
 
 ModelFn = Callable[..., tuple[jax.Array, Any, Any]]
@@ -101,7 +102,7 @@ def make_train_step(model_fn: ModelFn, tx: optax.GradientTransformation, cfg, me
                      step=state["step"] + 1)
     return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
 
-  return jax.jit(train_step, donate_argnums=(0,))
+  return jit_with_options(train_step, donate_argnums=(0,))
 
 
 def make_eval_step(model_fn: ModelFn, mean, std):
@@ -112,7 +113,7 @@ def make_eval_step(model_fn: ModelFn, mean, std):
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = jnp.argmax(logits, -1) == labels
     return jnp.sum(losses * mask), jnp.sum(correct * mask), jnp.sum(mask)
-  return jax.jit(eval_step)
+  return jit_with_options(eval_step)
 
 
 def evaluate(eval_step, state, x, y, batch_size: int, mesh) -> dict[str, float]:
@@ -145,7 +146,7 @@ def init_key(seed: int) -> jax.Array:
 
 def init_state(model_init: Callable[[jax.Array], dict], tx, seed: int, extra=None) -> dict:
   _, train_key = jax.random.split(jax.random.key(seed))
-  variables = jax.jit(model_init)(init_key(seed))
+  variables = jit_with_options(model_init)(init_key(seed))
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
           "opt_state": tx.init(variables["params"]), "step": jnp.zeros((), jnp.int32),
           "key": jax.random.key_data(train_key), "extra": extra if extra is not None else {}}

@@ -28,6 +28,7 @@ from jax import lax
 from nasjax.errors import NasjaxError
 from nasjax.nn.ops import BN_MOMENTUM
 from nasjax.spaces.nb201 import NB201Space
+from nasjax.utils.jit import jit_with_options
 
 
 def recalibrate_batch_stats(model, variables, arch, images, *, rngs=None) -> dict:
@@ -130,7 +131,7 @@ def weight_sharing_estimator(space, supernet, variables: Any, train_batches, val
   train_images, _ = stack_batches(train_batches, need_labels=False, what="train_batches")
   valid_images, valid_labels = stack_batches(valid_batches, need_labels=True, what="valid_batches")
 
-  @jax.jit
+  @jit_with_options
   def run(variables, arch, train_images, valid_images, valid_labels):
     return shared_weight_metrics(supernet, variables, to_arch(arch), train_images, valid_images,
                                  valid_labels)

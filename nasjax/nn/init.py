@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nasjax.utils.jit import jit_with_options
+
 # LeCun normal as Flax computes it: a normal truncated at +-2 std, rescaled to unit variance.
 _TRUNCATED_STD = 0.87962566103423978
 _ONES = ("scale", "var")
@@ -58,7 +60,7 @@ def init_variables(module, key: jax.Array, *args: Any, **kwargs: Any) -> dict:
   leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
   rules = [_leaf_rule(path, leaf) for path, leaf in leaves]
   if any(rule is None for rule in rules):
-    return jax.jit(lambda k: module.init(k, *args, **kwargs))(key)
+    return jit_with_options(lambda k: module.init(k, *args, **kwargs))(key)
   # The draw is made on the host with NumPy: no XLA program to compile at all, and the same values on
   # every backend. The seed is the key's raw data, so the key decides the values as with ``init``.
   param_key = key["params"] if isinstance(key, dict) else key

@@ -56,6 +56,7 @@ from nasjax.oneshot.spos import spos
 from nasjax.parallel.distributed import is_main_process, to_host
 from nasjax.train import evaluate, init_key
 from nasjax.utils import checkpoint as ckpt
+from nasjax.utils.jit import jit_with_options
 from nasjax.utils.logging import MetricsLogger, progress
 
 METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos")
@@ -172,8 +173,8 @@ class Search:
       if scale <= 0:
         raise NasjaxError(f"every op of this space costs 0 {cfg.cost_metric}; cost_weight has nothing to weigh")
       self._scaled_tables = {k: jnp.asarray(v / scale, jnp.float32) for k, v in self.cost_tables.items()}
-    self.step = jax.jit(self._step, donate_argnums=(0,))
-    self.eval_step = jax.jit(self._eval_step)
+    self.step = jit_with_options(self._step, donate_argnums=(0,))
+    self.eval_step = jit_with_options(self._eval_step)
 
   # ------------------------------------------------------------------------------------------ state
   def init_state(self, seed: int | None = None) -> dict:
@@ -313,7 +314,7 @@ class Search:
           return self.loss(state["params"], state["batch_stats"], self.weights(arch, weights_key, state["step"]),
                            nasdata.normalize(xv, self.mean, self.std), yv)[0]
         return hessian_vector_product(loss, state["arch"], vector)
-      self._hvp = jax.jit(hvp)
+      self._hvp = jit_with_options(hvp)
     return dominant_eigenvalue(lambda v: self._hvp(state, xv, yv, v), state["arch"], key, iterations)
 
 

@@ -1,0 +1,63 @@
+"""``jax.jit`` with the XLA compile options nasjax's programs run best with on each backend.
+
+On CPU, XLA's ``CPU_OPT_PRESET_FAST_COMPILE`` optimisation preset skips HLO passes that spend compile time
+to buy runtime. nasjax's programs are many small fused loops inside ``lax.scan`` bodies, where those passes
+buy nothing: for the DARTS search supernet's weight step (16 channels, 8 cells, batch 64, 2-core CPU,
+jaxlib 0.10.2) the preset made both the compile and the step faster (figures in the README's performance
+notes; ``benchmarks/supernet_step.py`` records the options it ran with).
+
+The options go to each compilation (``jax.jit(..., compiler_options=...)``), not to the process-wide
+``XLA_FLAGS``: the user's own programs keep XLA's defaults, and a jaxlib that does not know the option is
+detected by one tiny compilation and simply gets none (an unknown flag in ``XLA_FLAGS`` aborts the process).
+``NASJAX_CPU_PRESET`` chooses another preset: ``fast_compile`` (the default), ``default``, ``fast_runtime``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from nasjax.errors import NasjaxError
+
+ENV_PRESET = "NASJAX_CPU_PRESET"
+CPU_PRESETS = {"fast_compile": "CPU_OPT_PRESET_FAST_COMPILE", "default": None,
+               "fast_runtime": "CPU_OPT_PRESET_FAST_RUNTIME"}
+
+
+def cpu_preset(environ=os.environ) -> str | None:
+  """The XLA CPU preset enum name chosen by ``NASJAX_CPU_PRESET`` (None: XLA's default)."""
+  name = environ.get(ENV_PRESET, "fast_compile").strip().lower() or "fast_compile"
+  if name not in CPU_PRESETS:
+    raise NasjaxError(f"{ENV_PRESET}={name!r} is not a CPU preset; accepted: {', '.join(CPU_PRESETS)}")
+  return CPU_PRESETS[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _supported(backend: str, options: tuple) -> bool:
+  try:
+    jax.jit(jnp.negative, compiler_options=dict(options)).lower(jnp.zeros((), jnp.float32)).compile()
+  except Exception:  # noqa: BLE001 - any refusal means "this jaxlib does not take the option"
+    return False
+  return True
+
+
+def compiler_options(backend: str | None = None) -> dict[str, Any]:
+  """The compile options for programs on ``backend`` (default: JAX's default backend); {} if none apply."""
+  backend = backend or jax.default_backend()
+  if backend != "cpu":
+    return {}
+  preset = cpu_preset()
+  if preset is None:
+    return {}
+  options = (("xla_cpu_opt_preset", preset),)
+  return dict(options) if _supported(backend, options) else {}
+
+
+def jit_with_options(fun: Callable, **kwargs) -> Callable:
+  """``jax.jit(fun, **kwargs)`` with :func:`compiler_options` (a caller's own ``compiler_options`` win)."""
+  options = {**compiler_options(), **kwargs.pop("compiler_options", {})}
+  return jax.jit(fun, compiler_options=options or None, **kwargs)

@@ -1,0 +1,46 @@
+"""Per-compilation XLA options (nasjax.utils.jit)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasjax.errors import NasjaxError
+from nasjax.utils import jit as nasjit
+
+
+def test_preset_comes_from_the_environment():
+  assert nasjit.cpu_preset({}) == "CPU_OPT_PRESET_FAST_COMPILE"
+  assert nasjit.cpu_preset({nasjit.ENV_PRESET: "default"}) is None
+  assert nasjit.cpu_preset({nasjit.ENV_PRESET: " Fast_Runtime "}) == "CPU_OPT_PRESET_FAST_RUNTIME"
+  with pytest.raises(NasjaxError, match="fast_compile, default, fast_runtime"):
+    nasjit.cpu_preset({nasjit.ENV_PRESET: "O3"})
+
+
+def test_options_xla_refuses_are_dropped_not_fatal():
+  assert nasjit._supported("cpu", (("xla_cpu_opt_preset", "CPU_OPT_PRESET_FAST_COMPILE"),))
+  assert not nasjit._supported("cpu", (("xla_cpu_no_such_option", "1"),))
+  assert not nasjit._supported("cpu", (("xla_cpu_opt_preset", "NOT_A_PRESET"),))
+
+
+def test_cpu_programs_get_the_preset_and_other_backends_nothing(monkeypatch):
+  monkeypatch.delenv(nasjit.ENV_PRESET, raising=False)
+  assert nasjit.compiler_options("cpu") == {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE"}
+  assert nasjit.compiler_options("gpu") == {}
+  monkeypatch.setenv(nasjit.ENV_PRESET, "default")
+  assert nasjit.compiler_options("cpu") == {}
+
+
+def test_jit_with_options_computes_what_jax_jit_does(monkeypatch):
+  f = lambda x, y: jnp.tanh(x @ y).sum(0)  # noqa: E731
+  x, y = jax.random.normal(jax.random.key(0), (2, 8, 8))
+  want = jax.jit(f)(x, y)
+  for preset in ("fast_compile", "default", "fast_runtime"):
+    monkeypatch.setenv(nasjit.ENV_PRESET, preset)
+    np.testing.assert_allclose(nasjit.jit_with_options(f)(x, y), want, rtol=1e-6)
+  # The caller's own options win over nasjax's.
+  monkeypatch.setenv(nasjit.ENV_PRESET, "fast_compile")
+  g = nasjit.jit_with_options(f, compiler_options={"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_RUNTIME"})
+  np.testing.assert_allclose(g(x, y), want, rtol=1e-6)
+  with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+    nasjit.jit_with_options(f, compiler_options={"xla_cpu_no_such_option": "1"})(x, y)
