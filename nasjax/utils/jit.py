@@ -39,7 +39,9 @@ def cpu_preset(environ=os.environ) -> str | None:
 @functools.lru_cache(maxsize=None)
 def _supported(backend: str, options: tuple) -> bool:
   try:
-    jax.jit(jnp.negative, compiler_options=dict(options)).lower(jnp.zeros((), jnp.float32)).compile()
+    # The probe's input lives on ``backend``, so it is that backend's compiler that accepts or refuses.
+    probe = jax.device_put(jnp.zeros((), jnp.float32), jax.devices(backend)[0])
+    jax.jit(jnp.negative, compiler_options=dict(options)).lower(probe).compile()
   except Exception:  # noqa: BLE001 - any refusal means "this jaxlib does not take the option"
     return False
   return True
