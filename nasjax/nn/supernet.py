@@ -22,6 +22,7 @@ and passes the rest through, then shuffles.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -204,15 +205,8 @@ class EdgeStack(nn.Module):
       params = self.param("edges", lambda rng: (fresh or init_stacked(rng)).get("params", {}))
     stats = self.variable("batch_stats", "edges", lambda: fresh.get("batch_stats", {}))
 
-    def apply_edge(p, b, w, x):
-      variables = {"params": p, "batch_stats": b}
-      if train:
-        y, updates = mixed.apply(variables, x, w, mode, True, mutable=["batch_stats"])
-        return y, updates.get("batch_stats", b)
-      return mixed.apply(variables, x, w, mode, False), b
-
-    edge = _buffer_edge(apply_edge, separate_input=inputs is not None, custom_gradient=scan,
-                        remat=self.remat)
+    edge = _edge_function(mixed, mode, train, separate_input=inputs is not None, custom_gradient=scan,
+                          remat=self.remat)
     carry = (inputs, nodes) if inputs is not None else (nodes,)
     if scan:
       def body(carry, xs):
@@ -230,6 +224,29 @@ class EdgeStack(nn.Module):
     if train and not self.is_initializing():
       stats.value = new_stats
     return nodes
+
+
+@functools.lru_cache(maxsize=256)
+def _edge_function(mixed: MixedOp, mode: str, train: bool, separate_input: bool, custom_gradient: bool,
+                   remat: bool):
+  """The edge of one kind (op set, channels, stride, mode, ...) as a function on state buffers.
+
+  One function object per kind, its per-edge work under ``jax.jit``: JAX caches a jitted function's
+  trace (and its derivatives' traces) by function and argument shapes, so edge stacks of the same kind
+  (the two normal cells of a stage, a reduction cell's node edges and the normal cells after it) trace
+  their candidate ops once instead of once per stack. That halves the tracing of the paper-size search
+  step; XLA inlines the calls, so the compiled program is the same.
+  """
+
+  @jax.jit
+  def apply_edge(p, b, w, x):
+    variables = {"params": p, "batch_stats": b}
+    if train:
+      y, updates = mixed.apply(variables, x, w, mode, True, mutable=["batch_stats"])
+      return y, updates.get("batch_stats", b)
+    return mixed.apply(variables, x, w, mode, False), b
+
+  return _buffer_edge(apply_edge, separate_input=separate_input, custom_gradient=custom_gradient, remat=remat)
 
 
 def _buffer_edge(apply_edge, separate_input: bool, custom_gradient: bool = True, remat: bool = False):
