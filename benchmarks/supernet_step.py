@@ -37,8 +37,9 @@ from nasjax.utils.jit import compiler_options, jit_with_options
 
 
 def make_step(net: Supernet, mode: str):
-  weight_opt = optax.chain(optax.clip_by_global_norm(5.0), optax.add_decayed_weights(3e-4),
-                           optax.sgd(0.025, momentum=0.9))
+  # One flat vector, as nasjax.oneshot.search's weight optimizer.
+  weight_opt = optax.flatten(optax.chain(optax.clip_by_global_norm(5.0), optax.add_decayed_weights(3e-4),
+                                         optax.sgd(0.025, momentum=0.9)))
 
   def loss_fn(params, batch_stats, alphas, x, y):
     arch = {k: jax.nn.softmax(a, axis=-1) for k, a in alphas.items()}
