@@ -44,7 +44,7 @@ from nasjax import spaces, train
 from nasjax.errors import NasjaxError
 from nasjax.utils.stages import environment, load_finished, report_main, write_json_atomic
 from nasjax.nn.count import count_params
-from nasjax.nn.network import Network
+from nasjax.nn.network import Network, abstract_variables
 from nasjax.oneshot import run_search, search_config
 from nasjax.oneshot.plots import plot_search
 
@@ -188,9 +188,7 @@ def retrained_params(genotype: str, channels: int, args, dataset) -> int:
   """Parameters (as the papers count them) of the retraining network of ``genotype``; nothing is run."""
   net = Network(spaces.Genotype.from_string(genotype), channels, args.train_layers, dataset.num_classes,
                 auxiliary=False, scan_cells=False)
-  x = jax.ShapeDtypeStruct((1,) + tuple(dataset.input_shape), jax.numpy.float32)
-  variables = jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, x), jax.random.key(0))
-  return count_params(variables["params"])
+  return count_params(abstract_variables(net, dataset.input_shape)["params"])
 
 
 def matched_width(genotype: str, args, dataset, target_params: int) -> dict:

@@ -101,16 +101,15 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def cmd_info(args) -> dict:
-  import jax
   import jax.numpy as jnp
   from nasjax.nn.count import count_macs, count_params
-  from nasjax.nn.network import AUX_NAME, Network
+  from nasjax.nn.network import AUX_NAME, Network, abstract_variables
   space, arch, genotype = resolve_genotype(args.genotype)
   shape = _parse_shape(args.input_shape)
   net = Network(genotype, args.channels, args.layers, args.classes, auxiliary=args.auxiliary,
                 dw_impl="grouped", conv_impl="xla", scan_cells=False)
   x = jnp.zeros((1,) + shape)
-  variables = jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, x), jax.random.key(0))
+  variables = abstract_variables(net, shape)
   # The auxiliary head only trains; an inference pass (what the papers' multiply-adds count) skips it.
   deployed = net.clone(auxiliary=False)
   macs = count_macs(lambda v, x: deployed.apply(v, x)[0], {**variables, "params": {

@@ -10,7 +10,7 @@ from nasjax import NasjaxError
 from nasjax.nn import ops
 from nasjax.nn.count import count_macs, count_params
 from nasjax.nn.network import Network
-from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet
+from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, cell_pairs
 from nasjax.spaces import darts_space, get_genotype
 
 E, O = 14, len(DARTS_SUPERNET_OPS)
@@ -285,6 +285,60 @@ def test_scanned_edges_equal_unrolled_edges_with_their_gradients():
     got = jax.jit(lambda: results(nets[variant]))()
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=variant)
+
+
+def test_cell_pairs_of_the_search_networks():
+  assert cell_pairs(8) == (3, 6)  # DARTS search: reductions at 2 and 5
+  assert cell_pairs(5) == ()
+  assert cell_pairs(7) == (5,)
+  assert cell_pairs(20) == (1, 3, 7, 9, 11, 14, 16, 18)
+
+
+def _pair_layout(collection, pairs):
+  """One-cell-per-module variables in the layout of a supernet that scans cell pairs."""
+  out = dict(collection)
+  for i in pairs:
+    first, second = out.pop(f"cell_{i}"), out.pop(f"cell_{i + 1}")
+    for j, cell in ((i, first), (i + 1, second)):
+      if "preprocess0" in cell:
+        out[f"cell_{j}_preprocess0"] = cell["preprocess0"]
+    rest = [{k: v for k, v in cell.items() if k != "preprocess0"} for cell in (first, second)]
+    out[f"cells_{i}_{i + 1}"] = jax.tree.map(lambda a, b: jnp.stack([a, b]), *rest)
+  return out
+
+
+def test_scanned_cell_pairs_equal_separate_cells_with_their_gradients():
+  """Two normal cells as one scan: same function, same gradients and Hessian products as two cells."""
+  kw = dict(ops=SMALL_OPS, num_nodes=2, channels=4, layers=7, num_classes=3)
+  paired, separate = Supernet(**kw), Supernet(**kw, scan_cell_pairs=False)
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+  labels = jnp.array([0, 1, 2, 1])
+  alphas = {k: jax.random.normal(jax.random.key(i), (SMALL_E, SMALL_O)) for i, k in enumerate(("normal", "reduce"))}
+  variables = separate.init(jax.random.key(1), x, alphas, train=True)
+  pairs = cell_pairs(7)
+  as_pairs = {name: _pair_layout(c, pairs) for name, c in variables.items()}
+  own = paired.init(jax.random.key(1), x, alphas, train=True)
+  chex.assert_trees_all_equal_shapes_and_dtypes(own, as_pairs)
+
+  def results(net, v):
+    def loss(params, a):
+      arch = {k: jax.nn.softmax(t, -1) for k, t in a.items()}
+      logits, stats = net.apply({**v, "params": params}, x, arch, train=True, mutable=["batch_stats"])
+      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels]), stats
+    (value, stats), grads = jax.value_and_grad(loss, (0, 1), has_aux=True)(v["params"], alphas)
+    tangent = jax.tree.map(lambda t: 0.01 * jnp.ones_like(t), v["params"])
+    hvp = jax.jvp(lambda p: jax.grad(lambda a: loss(p, a)[0])(alphas), (v["params"],), (tangent,))[1]
+    evaluation = net.apply(v, x, {k: jax.nn.softmax(t, -1) for k, t in alphas.items()}, train=False)
+    return value, stats, grads, hvp, evaluation
+
+  want = jax.jit(lambda: results(separate, variables))()
+  got = jax.jit(lambda: results(paired, as_pairs))()
+  want_value, want_stats, (want_dp, want_da), want_hvp, want_eval = want
+  got_value, got_stats, (got_dp, got_da), got_hvp, got_eval = got
+  for g, w in ((got_value, want_value), (got_eval, want_eval), (got_da, want_da), (got_hvp, want_hvp),
+               (got_dp, _pair_layout(want_dp, pairs)),
+               (got_stats["batch_stats"], _pair_layout(want_stats["batch_stats"], pairs))):
+    chex.assert_trees_all_close(g, w, rtol=1e-4, atol=1e-5)
 
 
 def test_unrolled_supernet_supports_pure_forward_mode(tiny_supernet):

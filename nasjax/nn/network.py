@@ -197,3 +197,12 @@ class Network(nn.Module):
       i += 1
     logits = nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
     return logits, aux_logits
+
+
+def abstract_variables(net: nn.Module, input_shape) -> dict:
+  """``net``'s variables for one NHWC image of ``input_shape`` as shapes only (nothing is computed).
+
+  What parameter counts and size matching need: ``count_params(abstract_variables(net, s)["params"])``.
+  """
+  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
+  return jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, x), jax.random.key(0))

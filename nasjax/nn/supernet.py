@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.ops import OpConfig, batch_norm, conv, make_op, preprocess_cell_inputs
+from nasjax.nn.ops import (FactorizedReduce, OpConfig, ReLUConvBN, batch_norm, conv, make_op,
+                           preprocess_cell_inputs)
 
 DARTS_SUPERNET_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
                       "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -142,7 +143,8 @@ def resolve_edge_loop(mode: str) -> str:
 # Flax checks an existing parameter against its initialiser traced abstractly, which for an EdgeStack is a
 # forward pass of every candidate op: ~1/6 of tracing the paper-size weights step. With the shapes
 # recorded at init the check costs nothing; a configuration never initialised in this process (params
-# restored from elsewhere) keeps Flax's check.
+# restored from elsewhere) keeps Flax's check. The key leaves the batch size out: variables are usually
+# initialised on a couple of images and applied to whole batches.
 _STACK_PARAM_SHAPES: dict[tuple, dict[str, tuple]] = {}
 
 
@@ -189,7 +191,7 @@ class EdgeStack(nn.Module):
     # init function abstractly, so without a fresh initialisation the function must stand on its own.
     fresh = init_stacked(self.make_rng("params")) if self.is_initializing() else None
     shape_key = (self.ops, self.channels, self.stride, self.affine, self.dw_impl, self.partial_channels,
-                 conv_impl, self.num_edges, tuple(example.shape), str(example.dtype), tuple(weights.shape),
+                 conv_impl, self.num_edges, tuple(example.shape[1:]), str(example.dtype), tuple(weights.shape),
                  str(weights.dtype), mode)
     if fresh is not None:
       _STACK_PARAM_SHAPES[shape_key] = _param_shapes(fresh.get("params", {}))
@@ -336,17 +338,11 @@ class SearchCell(nn.Module):
   def __call__(self, s0, s1, weights, mode: str, train: bool):
     c = self.channels
     s0, s1 = preprocess_cell_inputs(s0, s1, c, self.reduction_prev, self.affine, train)
+    if not self.reduction:
+      return _normal_cell_edges(self, s0, s1, weights, mode, train)
     src, dst = edge_endpoints(self.num_nodes)
     input_edges, node_edges = cell_edge_order(self.num_nodes)
-    common = dict(ops=self.ops, channels=c, affine=self.affine, dw_impl=self.dw_impl,
-                  partial_channels=self.partial_channels, edge_loop=self.edge_loop, remat=self.remat_edges)
-    if not self.reduction:
-      # Every edge of a normal cell has the same kind: one run over [s0, s1, nodes...] in source order.
-      order = np.concatenate([input_edges[np.argsort(src[input_edges], kind="stable")], node_edges])
-      states = jnp.concatenate([jnp.stack([s0, s1]), jnp.zeros((self.num_nodes, *s1.shape), s1.dtype)])
-      states = EdgeStack(stride=1, num_edges=len(order), name="all_edges", **common)(
-          None, states, src[order], dst[order] + 2, weights[jnp.asarray(order)], mode, train)
-      return jnp.concatenate(list(states[2:]), axis=-1)
+    common = _edge_stack_fields(self)
     batch, height, width, _ = s1.shape
     nodes = jnp.zeros((self.num_nodes, batch, -(-height // 2), -(-width // 2), c), s1.dtype)
     nodes = EdgeStack(stride=2, num_edges=len(input_edges), name="input_edges", **common)(
@@ -356,6 +352,65 @@ class SearchCell(nn.Module):
       nodes = EdgeStack(stride=1, num_edges=len(node_edges), name="node_edges", **common)(
           None, nodes, src[node_edges] - 2, dst[node_edges], weights[jnp.asarray(node_edges)], mode, train)
     return jnp.concatenate(list(nodes), axis=-1)
+
+
+def _edge_stack_fields(cell) -> dict:
+  return dict(ops=cell.ops, channels=cell.channels, affine=cell.affine, dw_impl=cell.dw_impl,
+              partial_channels=cell.partial_channels, edge_loop=cell.edge_loop, remat=cell.remat_edges)
+
+
+def _normal_cell_edges(cell, s0, s1, weights, mode: str, train: bool):
+  """A normal cell's edges on its preprocessed inputs; call from ``cell``'s compact method."""
+  src, dst = edge_endpoints(cell.num_nodes)
+  input_edges, node_edges = cell_edge_order(cell.num_nodes)
+  # Every edge of a normal cell has the same kind: one run over [s0, s1, nodes...] in source order.
+  order = np.concatenate([input_edges[np.argsort(src[input_edges], kind="stable")], node_edges])
+  states = jnp.concatenate([jnp.stack([s0, s1]), jnp.zeros((cell.num_nodes, *s1.shape), s1.dtype)])
+  states = EdgeStack(stride=1, num_edges=len(order), name="all_edges", **_edge_stack_fields(cell))(
+      None, states, src[order], dst[order] + 2, weights[jnp.asarray(order)], mode, train)
+  return jnp.concatenate(list(states[2:]), axis=-1)
+
+
+class PairedCellBody(nn.Module):
+  """One of two consecutive normal cells run as the two steps of one scan (see :func:`cell_pairs`).
+
+  Its s0 arrives preprocessed (both cells' s0 exist before the pair runs); the carry is the raw s1, the
+  previous cell's output, which has the same shape for both cells of a pair.
+  """
+  ops: tuple[str, ...]
+  num_nodes: int
+  channels: int
+  mode: str
+  train: bool
+  affine: bool = False
+  dw_impl: str = "auto"
+  partial_channels: int = 1
+  edge_loop: str = "auto"
+  remat_edges: bool = True
+
+  @nn.compact
+  def __call__(self, s1, s0, weights):
+    s1 = ReLUConvBN(self.channels, affine=self.affine, name="preprocess1")(s1, self.train)
+    out = _normal_cell_edges(self, s0, s1, weights, self.mode, self.train)
+    return out, out
+
+
+def cell_pairs(layers: int) -> tuple[int, ...]:
+  """First cells of the pairs of consecutive normal cells that the supernet runs as one scan.
+
+  XLA compiles each loop body on its own, and a cell's edges are two loop bodies (forward and backward)
+  of ~130 and ~420 fused kernels at the DARTS search size: two identical normal cells run as one scan
+  compile once. A pair needs both cells' s0 before it starts (cell i's s0 comes from cell i-2, so pairs
+  do not chain) and the same raw s1 shape for both (so not cell 0, whose s1 is the stem's output).
+  """
+  reductions, starts, i = set(reduction_layers(layers)), [], 1
+  while i + 1 < layers:
+    if i not in reductions and i + 1 not in reductions:
+      starts.append(i)
+      i += 2
+    else:
+      i += 1
+  return tuple(starts)
 
 
 def _split_arch(arch: Any, num_edges_: int, num_ops: int, hard: bool) -> tuple[dict, str]:
@@ -402,6 +457,9 @@ class Supernet(nn.Module):
   # first-order DARTS step's peak memory 16.9 -> 3.6 GB and made it faster (38.8 -> 33.0 s: less memory
   # traffic outweighs the recomputed forward), and it is what lets the exact second order fit at all.
   remat_edges: bool = True
+  # Two consecutive normal cells (after the first cell) run as one scan and compile once (cell_pairs).
+  # Their variables are stacked under "cells_<i>_<i+1>"; False keeps one "cell_<i>" per cell.
+  scan_cell_pairs: bool = True
 
   @classmethod
   def for_space(cls, space, **kwargs) -> "Supernet":
@@ -425,14 +483,28 @@ class Supernet(nn.Module):
     s0 = s1 = batch_norm(train, affine=True, name="stem_bn")(s)
     c = self.channels
     reduction_prev = False
-    for i in range(self.layers):
+    pairs = cell_pairs(self.layers) if self.scan_cell_pairs else ()
+    fields = dict(affine=self.affine, dw_impl=self.dw_impl, partial_channels=self.partial_channels,
+                  edge_loop=self.edge_loop, remat_edges=self.remat_edges)
+    i = 0
+    while i < self.layers:
+      if i in pairs:
+        # Cell i's s0 is s0, cell i+1's is s1 (the output of cell i-1): both exist now.
+        first_s0 = (FactorizedReduce(c, self.affine, name=f"cell_{i}_preprocess0")(s0, train) if reduction_prev
+                    else ReLUConvBN(c, affine=self.affine, name=f"cell_{i}_preprocess0")(s0, train))
+        second_s0 = ReLUConvBN(c, affine=self.affine, name=f"cell_{i + 1}_preprocess0")(s1, train)
+        pair = nn.scan(PairedCellBody, variable_axes={"params": 0, "batch_stats": 0},
+                       split_rngs={"params": True}, in_axes=(0, nn.broadcast), length=2)(
+            self.ops, self.num_nodes, c, mode, train, **fields, name=f"cells_{i}_{i + 1}")
+        _, outs = pair(s1, jnp.stack([first_s0, second_s0]), cells["normal"])
+        s0, s1 = outs[0], outs[1]
+        reduction_prev, i = False, i + 2
+        continue
       reduction = i in reduction_layers(self.layers)
       c = c * 2 if reduction else c
-      cell = SearchCell(self.ops, self.num_nodes, c, reduction, reduction_prev, self.affine,
-                        self.dw_impl, self.partial_channels, self.edge_loop, self.remat_edges,
-                        name=f"cell_{i}")
+      cell = SearchCell(self.ops, self.num_nodes, c, reduction, reduction_prev, **fields, name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, cells["reduce" if reduction else "normal"], mode, train)
-      reduction_prev = reduction
+      reduction_prev, i = reduction, i + 1
     return nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
 
 
