@@ -13,9 +13,11 @@
 Layout for speed. Edges of the same kind (stride and shapes) form an :class:`EdgeStack` whose variables
 are stacked on an edge axis and whose edges run as one ``lax.scan``: one traced and compiled edge per
 kind instead of one per edge (see :func:`resolve_edge_loop`). All edges of a normal cell are one kind
-(``all_edges``); a reduction cell has its strided ``input_edges`` and its ``node_edges``. Convolutions,
-depthwise convolutions and pools are written the way each backend runs them fastest (``nasjax.nn.conv``,
-``nasjax.nn.ops``).
+(``all_edges``); a reduction cell has its strided ``input_edges`` and its ``node_edges``. Two consecutive
+normal cells of the same shape run as the two steps of one more scan (:func:`cell_pairs`), and the
+edges of one kind share one jitted edge function, so they are traced once (:func:`_edge_function`).
+Convolutions, depthwise convolutions and pools are written the way each backend runs them fastest
+(``nasjax.nn.conv``, ``nasjax.nn.ops``).
 Partial-channel connections (PC-DARTS) are a static ``partial_channels`` K: each edge mixes C/K channels
 and passes the rest through, then shuffles.
 """
