@@ -323,18 +323,22 @@ def cell_edge_order(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
   return input_edges, node_edges[np.argsort(src[node_edges], kind="stable")]
 
 
-class SearchCell(nn.Module):
-  """A cell whose every edge is a mixed op; output = concat of all intermediate nodes (DARTS)."""
+class _CellFields(nn.Module):
+  """What every search cell module is configured with (op set, width, edge options)."""
   ops: tuple[str, ...]
   num_nodes: int
   channels: int
-  reduction: bool
-  reduction_prev: bool
   affine: bool = False
   dw_impl: str = "auto"
   partial_channels: int = 1
   edge_loop: str = "auto"
   remat_edges: bool = True
+
+
+class SearchCell(_CellFields):
+  """A cell whose every edge is a mixed op; output = concat of all intermediate nodes (DARTS)."""
+  reduction: bool = False
+  reduction_prev: bool = False
 
   @nn.compact
   def __call__(self, s0, s1, weights, mode: str, train: bool):
@@ -373,22 +377,14 @@ def _normal_cell_edges(cell, s0, s1, weights, mode: str, train: bool):
   return jnp.concatenate(list(states[2:]), axis=-1)
 
 
-class PairedCellBody(nn.Module):
+class PairedCellBody(_CellFields):
   """One of two consecutive normal cells run as the two steps of one scan (see :func:`cell_pairs`).
 
   Its s0 arrives preprocessed (both cells' s0 exist before the pair runs); the carry is the raw s1, the
   previous cell's output, which has the same shape for both cells of a pair.
   """
-  ops: tuple[str, ...]
-  num_nodes: int
-  channels: int
-  mode: str
-  train: bool
-  affine: bool = False
-  dw_impl: str = "auto"
-  partial_channels: int = 1
-  edge_loop: str = "auto"
-  remat_edges: bool = True
+  mode: str = "relaxed"
+  train: bool = False
 
   @nn.compact
   def __call__(self, s1, s0, weights):
@@ -497,14 +493,15 @@ class Supernet(nn.Module):
         second_s0 = ReLUConvBN(c, affine=self.affine, name=f"cell_{i + 1}_preprocess0")(s1, train)
         pair = nn.scan(PairedCellBody, variable_axes={"params": 0, "batch_stats": 0},
                        split_rngs={"params": True}, in_axes=(0, nn.broadcast), length=2)(
-            self.ops, self.num_nodes, c, mode, train, **fields, name=f"cells_{i}_{i + 1}")
+            self.ops, self.num_nodes, c, mode=mode, train=train, **fields, name=f"cells_{i}_{i + 1}")
         _, outs = pair(s1, jnp.stack([first_s0, second_s0]), cells["normal"])
         s0, s1 = outs[0], outs[1]
         reduction_prev, i = False, i + 2
         continue
       reduction = i in reduction_layers(self.layers)
       c = c * 2 if reduction else c
-      cell = SearchCell(self.ops, self.num_nodes, c, reduction, reduction_prev, **fields, name=f"cell_{i}")
+      cell = SearchCell(self.ops, self.num_nodes, c, reduction=reduction, reduction_prev=reduction_prev,
+                        **fields, name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, cells["reduce" if reduction else "normal"], mode, train)
       reduction_prev, i = reduction, i + 1
     return nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
