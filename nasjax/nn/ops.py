@@ -402,11 +402,21 @@ def preprocess_cell_inputs(s0, s1, channels: int, reduction_prev: bool, affine: 
 
   Call from a compact method: the modules become children of the calling cell.
   """
+  return (preprocess_s0(s0, channels, reduction_prev, affine, train),
+          preprocess_s1(s1, channels, affine, train))
+
+
+def preprocess_s0(s0, channels: int, reduction_prev: bool, affine: bool, train: bool,
+                  name: str = "preprocess0"):
+  """A cell's first input (from two cells back) at ``channels``, halved in resolution after a reduction."""
   if reduction_prev:
-    s0 = FactorizedReduce(channels, affine, name="preprocess0")(s0, train)
-  else:
-    s0 = ReLUConvBN(channels, affine=affine, name="preprocess0")(s0, train)
-  return s0, ReLUConvBN(channels, affine=affine, name="preprocess1")(s1, train)
+    return FactorizedReduce(channels, affine, name=name)(s0, train)
+  return ReLUConvBN(channels, affine=affine, name=name)(s0, train)
+
+
+def preprocess_s1(s1, channels: int, affine: bool, train: bool, name: str = "preprocess1"):
+  """A cell's second input (the previous cell's output) at ``channels``."""
+  return ReLUConvBN(channels, affine=affine, name=name)(s1, train)
 
 
 class DilConv(nn.Module):

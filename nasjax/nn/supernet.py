@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.ops import (FactorizedReduce, OpConfig, ReLUConvBN, batch_norm, conv, make_op,
-                           preprocess_cell_inputs)
+from nasjax.nn.ops import (OpConfig, batch_norm, conv, make_op, preprocess_cell_inputs, preprocess_s0,
+                           preprocess_s1)
 
 DARTS_SUPERNET_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
                       "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -388,7 +388,7 @@ class PairedCellBody(_CellFields):
 
   @nn.compact
   def __call__(self, s1, s0, weights):
-    s1 = ReLUConvBN(self.channels, affine=self.affine, name="preprocess1")(s1, self.train)
+    s1 = preprocess_s1(s1, self.channels, self.affine, self.train)
     out = _normal_cell_edges(self, s0, s1, weights, self.mode, self.train)
     return out, out
 
@@ -488,9 +488,8 @@ class Supernet(nn.Module):
     while i < self.layers:
       if i in pairs:
         # Cell i's s0 is s0, cell i+1's is s1 (the output of cell i-1): both exist now.
-        first_s0 = (FactorizedReduce(c, self.affine, name=f"cell_{i}_preprocess0")(s0, train) if reduction_prev
-                    else ReLUConvBN(c, affine=self.affine, name=f"cell_{i}_preprocess0")(s0, train))
-        second_s0 = ReLUConvBN(c, affine=self.affine, name=f"cell_{i + 1}_preprocess0")(s1, train)
+        first_s0 = preprocess_s0(s0, c, reduction_prev, self.affine, train, name=f"cell_{i}_preprocess0")
+        second_s0 = preprocess_s0(s1, c, False, self.affine, train, name=f"cell_{i + 1}_preprocess0")
         pair = nn.scan(PairedCellBody, variable_axes={"params": 0, "batch_stats": 0},
                        split_rngs={"params": True}, in_axes=(0, nn.broadcast), length=2)(
             self.ops, self.num_nodes, c, mode=mode, train=train, **fields, name=f"cells_{i}_{i + 1}")
