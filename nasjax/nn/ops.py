@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.conv import conv2d, kernel_gradient
+from nasjax.nn.conv import conv2d
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "dense", "shift")
 # PyTorch's BatchNorm momentum 0.1 is Flax's 0.9 (Flax weights the old running value).
@@ -173,16 +173,8 @@ def _shift_depthwise(x, kernel, stride, dilation):
   Measured on this 2-core CPU (batch 64, 32x32x16, 3x3): forward 1.0 ms as shifted slices vs 3.5 ms as
   a block-diagonal dense convolution (5x5 dilated: 1.3 vs 17.4 ms; 8x8x64: 0.4 vs 4.7 ms). Autodiff of
   the slices emits one reduction and one pad per tap; here the input gradient is the same shifted-slice
-  sum over the (dilated) output gradient with the flipped kernel. The kernel gradient is per-tap
-  reductions, except for 5x5 kernels at <= 16 channels, which use one canonical (16x redundant)
-  convolution: 3x3 at 64x28x28x16 outside a loop 4.4 ms vs 12.6 ms as a convolution (inside a scan at
-  32x32: 22 vs 19 ms), 5x5 44 vs 27 ms (in a scan 64 vs 31 ms), 8x8x64 1.6 vs 9.0 ms. In whole programs
-  the better rule depends on the context: the scanned supernet's weight step (C=16, 8 cells, batch 64)
-  took 17.4 s with this rule and 20.3 s with the convolution at every <= 16-channel kernel, the unrolled
-  DARTS_V2 Network's training step 1.35 s with this rule and 1.19 s with the convolution. All taps as one
-  reduction over the stacked views (one fusion instead of k*k) cut that weights step's compile by 30%
-  (102.6 -> 71.2 s on one core beside another job) but slowed the step by 15% (median 23.6 -> 27.1 s),
-  so the per-tap rule stays.
+  sum over the (dilated) output gradient with the flipped kernel. The kernel gradient is one reduction
+  per tap, run as a loop over the taps (:func:`_tap_loop_kernel_gradient`).
   Ordinary JAX code, so forward-over-reverse works.
   """
   return _shift_depthwise_forward(x, kernel, stride, dilation)
@@ -207,19 +199,37 @@ def _shift_depthwise_bwd(stride, dilation, residuals, g):
   config.append((0, 0, 0))
   g_grid = lax.pad(g, jnp.zeros((), g.dtype), config)
   dx = _weighted_window_sum(g_grid, kernel[::-1, ::-1], 1, dilation)
-  # Kernel gradient: per-tap reductions unless a 5x5 (or larger) kernel meets few channels, where 25
-  # reductions cost more than one 16x-redundant dense convolution (see the docstring's figures).
-  if channels <= 16 and k * k > 9:
-    dense = kernel_gradient(x, g, (k, k), (stride, stride), ((p, p), (p, p)), (dilation, dilation))
-    dk = jnp.diagonal(dense, axis1=2, axis2=3)[:, :, None, :]
-  else:
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    taps = [jnp.sum(view * g, axis=(0, 1, 2)) for _, _, view in _shifted_windows(xp, k, stride, dilation)]
-    dk = jnp.stack(taps).reshape(k, k, 1, channels)
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  dk = _tap_loop_kernel_gradient(xp, g, k, stride, dilation).reshape(k, k, 1, channels)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
 _shift_depthwise.defvjp(_shift_depthwise_fwd, _shift_depthwise_bwd)
+
+
+def _tap_loop_kernel_gradient(padded, g, k, stride, dilation):
+  """The k*k kernel-gradient taps of a depthwise convolution, one ``fori_loop`` step per tap.
+
+  XLA compiles each distinct fused kernel separately and reuses identical ones, so a loop body that
+  picks its tap by ``dynamic_slice`` is one reduction kernel per (shape, stride, dilation), where
+  unrolled taps are k*k kernels that differ only in their offsets. In the scanned DARTS search
+  supernet's weight step (16 channels, 8 cells, batch 64, this 2-core CPU, three alternating runs each)
+  XLA's compile went 42.7-44.6 s -> 33.2-36.1 s and the step 11.6-13.6 s -> 7.8-10.4 s; the unrolled
+  per-tap form had also needed a 16x redundant dense convolution for 5x5 kernels at <= 16 channels to
+  run at speed, which the loop does not. The discrete DARTS_V2 network's training step is unchanged
+  (0.53-0.62 vs 0.63-0.66 s; compile 18.7-20.9 vs 20.1-21.0 s).
+  """
+  batch, out_h, out_w, channels = g.shape
+  span = ((out_h - 1) * stride + 1, (out_w - 1) * stride + 1)
+
+  def tap(t, dk):
+    row, col = t // k, t % k
+    view = lax.dynamic_slice(padded, (0, row * dilation, col * dilation, 0), (batch, *span, channels))
+    if stride > 1:
+      view = lax.slice(view, (0, 0, 0, 0), view.shape, (1, stride, stride, 1))
+    return lax.dynamic_update_index_in_dim(dk, jnp.sum(view * g, axis=(0, 1, 2)), t, 0)
+
+  return lax.fori_loop(0, k * k, tap, jnp.zeros((k * k, channels), jnp.result_type(padded, g)))
 
 
 def _shifted_windows(x: jax.Array, window: int, stride: int, dilation: int = 1):
