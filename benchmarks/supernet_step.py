@@ -91,8 +91,16 @@ def run_nasjax_search_step(mode: str, args) -> dict:
   compile_s = time.perf_counter() - t0
   params = sum(p.size for p in jax.tree.leaves(state["params"]))
   step = lambda st: compiled(st, xt, yt, xv, yv)
-  return _time(step, state, args, compiled) | {"compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
-                                     "params": params, "method": args.method, "hessian": args.hessian}
+  return _time(step, state, args, compiled) | _hlo_stats(compiled, args) | {
+      "compile_s": round(compile_s, 2), "init_s": round(init_s, 2), "params": params, "method": args.method,
+      "hessian": args.hessian}
+
+
+def _hlo_stats(compiled, args) -> dict:
+  if not args.hlo_stats:
+    return {}
+  from hlo_stats import kernel_stats
+  return {"hlo": kernel_stats(compiled.as_text())}
 
 
 def _time(step, state, args, compiled=None) -> dict:
@@ -171,7 +179,7 @@ def run_nasjax_plain(mode: str, args) -> dict:
   t0 = time.perf_counter()
   compiled = step.lower(state, x, y).compile()
   compile_s = time.perf_counter() - t0
-  return _time(lambda st: compiled(st, x, y), state, args, compiled) | {
+  return _time(lambda st: compiled(st, x, y), state, args, compiled) | _hlo_stats(compiled, args) | {
       "compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
       "params": sum(p.size for p in jax.tree.leaves(variables["params"]))}
 
@@ -223,6 +231,8 @@ def main(argv=None):
                   help="folder: after timing, trace --profile-steps more steps of nasjax there and add the "
                        "device time per XLA op (benchmarks/trace_summary.py) to the JSON")
   ap.add_argument("--profile-steps", type=int, default=3)
+  ap.add_argument("--hlo-stats", action="store_true",
+                  help="add the compiled program's fused kernels, total and distinct (hlo_stats.py)")
   ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   from nasjax.oneshot.search import search_config
