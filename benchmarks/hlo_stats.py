@@ -35,7 +35,12 @@ def _computations(hlo: str) -> tuple[dict[str, list[str]], str | None]:
 
 
 def kernel_stats(hlo: str) -> dict:
-  """Fusions by kind (total and distinct), while loops, and where the distinct loop fusions live."""
+  """Fusions by kind (total and distinct), while loops, and where the distinct fusions live.
+
+  ``distinct_by_place`` attributes each distinct kernel to the computation of its first call in the
+  module's text; XLA prints the entry computation last, so "entry" counts the kernels that no loop body
+  (or other computation) shares.
+  """
   comps, entry = _computations(hlo)
   bodies = set(re.findall(r"body=%?([\w.\-]+)", hlo))
   total, distinct = collections.Counter(), collections.defaultdict(set)
