@@ -4,15 +4,14 @@ reuse, resume under a larger budget and a smaller budget's prefix in the slow on
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmark_scripts import load_benchmark
 from nasjax.errors import NasjaxError
 from nasjax.estimators import morphism as M
 from nasjax.nn.chain_network import chain_network, init_variables
@@ -23,15 +22,7 @@ SHAPE = (8, 8, 1)
 SPACE = MacroSpace(3, kernel_sizes=(1, 3), filters=(4, 8), strides=(1, 2))
 
 
-def load_benchmark():
-  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "evolution_fashion_mnist.py"
-  spec = importlib.util.spec_from_file_location("evolution_fashion_mnist", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-BENCH = load_benchmark()
+BENCH = load_benchmark("evolution_fashion_mnist")
 
 
 # ---------------------------------------------------------------------------------------------- options

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-
-def load_hlo_stats():
-  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "hlo_stats.py"
-  spec = importlib.util.spec_from_file_location("hlo_stats", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from benchmark_scripts import load_benchmark
 
 
 # Two fused computations that differ only in their names and metadata (one kernel for XLA), a third with
@@ -68,7 +59,7 @@ ENTRY %main (arg: f32[4]) -> (s32[], f32[4]) {
 
 
 def test_identical_fused_computations_count_once():
-  stats = load_hlo_stats().kernel_stats(MODULE)
+  stats = load_benchmark("hlo_stats").kernel_stats(MODULE)
   assert stats["fusions"] == {"kLoop": 3}
   assert stats["distinct_fusions"] == {"kLoop": 2}
   assert stats["while_loops"] == 1
@@ -82,7 +73,7 @@ def test_counts_a_compiled_program():
     return lax.fori_loop(0, x.shape[0], lambda i, acc: acc + jnp.sin(x[i]) * i, jnp.zeros(x.shape[1:]))
 
   x = jnp.ones((5, 7))
-  stats = load_hlo_stats().kernel_stats(jax.jit(f).lower(x).compile().as_text())
+  stats = load_benchmark("hlo_stats").kernel_stats(jax.jit(f).lower(x).compile().as_text())
   assert stats["while_loops"] >= 1
   for kind, count in stats["distinct_fusions"].items():
     assert 1 <= count <= stats["fusions"][kind]

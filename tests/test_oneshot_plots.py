@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import pytest
 
+from benchmark_scripts import load_benchmark
 from nasjax.errors import NasjaxError
 from nasjax.oneshot import plots
 from nasjax.spaces import Genotype, get_genotype
@@ -250,18 +251,8 @@ def test_same_input_same_bytes(tmp_path):
 # benchmarks/darts_fashion_mnist.py: its command line, and (slow) one tiny end-to-end run
 
 
-def load_benchmark():
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "darts_fashion_mnist.py"
-  spec = importlib.util.spec_from_file_location("darts_fashion_mnist", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_benchmark_options_scale_the_paper_configs():
-  bench = load_benchmark()
+  bench = load_benchmark("darts_fashion_mnist")
   args = bench.parse_args(["--search-epochs", "3", "--search-channels", "4", "--search-layers", "3",
                            "--search-subset", "400", "--train-epochs", "2", "--train-channels", "8",
                            "--train-layers", "5", "--train-subset", "2000", "--batch-size", "32",
@@ -302,7 +293,7 @@ def test_benchmark_options_scale_the_paper_configs():
     (["--methods", "random_matched", "--match-params", "0"], "--match-params"),
 ])
 def test_benchmark_rejects_bad_options(argv, message):
-  bench = load_benchmark()
+  bench = load_benchmark("darts_fashion_mnist")
   with pytest.raises(NasjaxError, match=message):
     bench.parse_args(argv)
 
@@ -310,7 +301,7 @@ def test_benchmark_rejects_bad_options(argv, message):
 def test_benchmark_matched_random_cell_is_the_random_cell_at_the_target_size():
   from nasjax import data as nasdata
   from nasjax import spaces
-  bench = load_benchmark()
+  bench = load_benchmark("darts_fashion_mnist")
   args = bench.parse_args(["--methods", "random_matched", "--match-params", "1", "--train-channels", "4",
                            "--train-layers", "3", "--seed", "3"])
   dataset = nasdata.load_dataset("embedded")
@@ -329,7 +320,7 @@ def test_benchmark_matched_random_cell_is_the_random_cell_at_the_target_size():
 @pytest.mark.slow
 def test_benchmark_random_cell_end_to_end_and_resume(tmp_path, capsys):
   import json
-  bench = load_benchmark()
+  bench = load_benchmark("darts_fashion_mnist")
   argv = ["--data", "embedded", "--methods", "random", "--train-epochs", "1", "--train-channels", "4",
           "--train-layers", "3", "--train-subset", "128", "--batch-size", "32", "--quiet",
           "--out", str(tmp_path / "out"), "--json", str(tmp_path / "r.json")]

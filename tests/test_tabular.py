@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmark_scripts import load_benchmark
 from nasjax.errors import NasjaxError
 from nasjax.estimators.tabular import DATASETS, NB201TabularEstimator, load_nb201_table, nb201_estimator
 from nasjax.spaces.nb201 import NB201_OPS, NUM_CELLS, NB201Space
@@ -340,13 +341,8 @@ def test_nb201_estimator_convenience(data):
 
 def test_benchmark_script_on_a_synthetic_table(data, tmp_path, capsys):
   """benchmarks/nb201_simulate.py end to end at the smallest setting: JSON written, loop equals device."""
-  import importlib.util
   import json
-  import pathlib
-  script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "nb201_simulate.py"
-  spec = importlib.util.spec_from_file_location("nb201_simulate", script)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_benchmark("nb201_simulate")
   out = tmp_path / "out.json"
   code = module.main(["--table", str(data["path"]), "--json", str(out), "--seeds", "3", "--budgets", "5",
                       "--strategies", "random,no_such_strategy", "--datasets", "cifar100", "--loop-seeds", "1"])
