@@ -251,6 +251,9 @@ def test_search_derives_a_valid_genotype_and_logs_alphas(dataset, tmp_path):
   assert result["genotype"] == TINY_SPACE.to_string(result["arch"])
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [r["epoch"] for r in records] == [1, 2]
+  # The first epoch's time holds the compilation; its steady rate leaves it out.
+  assert all(0 < r["steady_s_per_step"] < r["seconds"] for r in records)
+  assert records[0]["seconds"] - records[0]["steady_s_per_step"] > records[1]["seconds"]
   alphas = np.asarray(records[-1]["alphas"]["normal"])
   assert alphas.shape == (5, 3) and np.allclose(alphas.sum(-1), 1, atol=1e-4)
   assert all(np.isfinite(r["hessian_eigenvalue"]) for r in records)

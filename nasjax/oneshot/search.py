@@ -413,10 +413,15 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
                    show_progress and is_main_process())
     bar.update(start_step)
     pairs = zip(train_batches.epoch(epoch, start_step), valid_batches.epoch(epoch, start_step))
+    # The epoch's first step holds any compilation; the steps after it give the steady rate.
+    first_step_done, steps_in_epoch = None, 0
     for step, ((bx, by), (vx, vy)) in enumerate(pairs, start=start_step):
       batch = nasdata.shard_batch((bx, by, vx, vy), mesh)
       state, metrics = search.step(state, *batch)
       metrics = {k: float(v) for k, v in to_host(metrics).items()}
+      steps_in_epoch += 1
+      if first_step_done is None:
+        first_step_done = time.perf_counter()
       for name, value in metrics.items():
         if not math.isfinite(value):
           raise NasjaxError(f"{name.replace('_', ' ')} became {value} at epoch {epoch + 1}, step {step + 1} of "
@@ -437,8 +442,11 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
                 "history": history}
     bar.close()
     done = steps_per_epoch
-    record: dict[str, Any] = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0,
+    t_end = time.perf_counter()
+    record: dict[str, Any] = {"epoch": epoch + 1, "seconds": t_end - t0,
                               "learning_rate": float(search.schedule(epoch * steps_per_epoch))}
+    if steps_in_epoch > 1:
+      record["steady_s_per_step"] = (t_end - first_step_done) / (steps_in_epoch - 1)
     record.update({f"train_{k}" if k in ("loss", "accuracy") else k: v / max(1, done)
                    for k, v in sums.items() if v or k != "valid_loss"})
     ev = evaluate(search.eval_step, state, xv, yv.astype(np.int32), cfg.eval_batch_size, mesh)
