@@ -17,6 +17,21 @@ def test_preset_comes_from_the_environment():
     nasjit.cpu_preset({nasjit.ENV_PRESET: "O3"})
 
 
+def test_backend_opt_level_comes_from_the_environment(monkeypatch):
+  assert nasjit.cpu_opt_level({}) is None and nasjit.cpu_opt_level({nasjit.ENV_OPT_LEVEL: " "}) is None
+  assert nasjit.cpu_opt_level({nasjit.ENV_OPT_LEVEL: " 1 "}) == 1
+  for bad in ("4", "-1", "O2", "1.0"):
+    with pytest.raises(NasjaxError, match="0, 1, 2, 3"):
+      nasjit.cpu_opt_level({nasjit.ENV_OPT_LEVEL: bad})
+  monkeypatch.delenv(nasjit.ENV_PRESET, raising=False)
+  monkeypatch.setenv(nasjit.ENV_OPT_LEVEL, "1")
+  assert nasjit.compiler_options("cpu") == {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE",
+                                            "xla_backend_optimization_level": 1}
+  assert nasjit.compiler_options("gpu") == {}
+  monkeypatch.setenv(nasjit.ENV_PRESET, "default")
+  assert nasjit.compiler_options("cpu") == {"xla_backend_optimization_level": 1}
+
+
 def test_options_xla_refuses_are_dropped_not_fatal():
   assert nasjit._supported("cpu", (("xla_cpu_opt_preset", "CPU_OPT_PRESET_FAST_COMPILE"),))
   assert not nasjit._supported("cpu", (("xla_cpu_no_such_option", "1"),))
@@ -25,6 +40,7 @@ def test_options_xla_refuses_are_dropped_not_fatal():
 
 def test_cpu_programs_get_the_preset_and_other_backends_nothing(monkeypatch):
   monkeypatch.delenv(nasjit.ENV_PRESET, raising=False)
+  monkeypatch.delenv(nasjit.ENV_OPT_LEVEL, raising=False)
   assert nasjit.compiler_options("cpu") == {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE"}
   assert nasjit.compiler_options("gpu") == {}
   monkeypatch.setenv(nasjit.ENV_PRESET, "default")
@@ -38,6 +54,10 @@ def test_jit_with_options_computes_what_jax_jit_does(monkeypatch):
   for preset in ("fast_compile", "default", "fast_runtime"):
     monkeypatch.setenv(nasjit.ENV_PRESET, preset)
     np.testing.assert_allclose(nasjit.jit_with_options(f)(x, y), want, rtol=1e-6)
+  for level in ("0", "1"):
+    monkeypatch.setenv(nasjit.ENV_OPT_LEVEL, level)
+    np.testing.assert_allclose(nasjit.jit_with_options(f)(x, y), want, rtol=1e-6)
+  monkeypatch.delenv(nasjit.ENV_OPT_LEVEL)
   # The caller's own options win over nasjax's.
   monkeypatch.setenv(nasjit.ENV_PRESET, "fast_compile")
   g = nasjit.jit_with_options(f, compiler_options={"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_RUNTIME"})
