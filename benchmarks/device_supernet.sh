@@ -102,10 +102,9 @@ np.savez("/tmp/cifar_shaped.npz", x_train=rng.integers(0, 256, (n, 32, 32, 3), d
          y_test=rng.integers(0, 10, m).astype(np.int64))
 EOF
   rm -rf /tmp/search_epoch
-  # One epoch takes whatever time is left: its record's "seconds" holds the first step's compilation ("steady_s_per_step"
-  # leaves it out), and
-  # the progress bar (kept in search_epoch_progress.txt) gives the steady rate even when the cap cuts the
-  # epoch short, so steps per second times the 390 steps of a paper epoch is the epoch without compilation.
+  # One epoch takes whatever time is left: its record's "seconds" holds the first step's compilation
+  # ("steady_s_per_step" leaves it out), and the progress bar (kept in search_epoch_progress.txt) gives the
+  # steady rate even when the cap cuts the epoch short: 390 steps at that rate is the epoch without compilation.
   capped 600 $PYTHON -c 'import sys; from nasjax.cli import main; sys.exit(main(sys.argv[1:]))' search \
     --method darts --order ${EPOCH_ORDER:-1} --epochs 1 --data /tmp/cifar_shaped.npz --out /tmp/search_epoch \
     "${search_size[@]}" 2>&1 | tr '\r' '\n' | grep -v '^ *$' >"$OUT/search_epoch_progress.txt"
@@ -121,8 +120,8 @@ echo "[$SECONDS s] done" | tee -a "$LOG"
 $PYTHON - "$OUT" <<'EOF'
 import glob, json, os, sys
 keys = ("variant", "hessian", "impl", "mode", "dw_impl", "edge_loop", "remat_edges", "median_s_per_step",
-        "min_s_per_step", "compile_s",
-        "peak_device_mib", "peak_rss_mib", "speedup_vs_reference", "error", "epoch", "seconds", "steady_s_per_step", "train_loss")
+        "min_s_per_step", "compile_s", "peak_device_mib", "peak_rss_mib", "speedup_vs_reference", "error",
+        "epoch", "seconds", "steady_s_per_step", "train_loss")
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.jsonl"))):
   print(os.path.basename(path))
   for line in open(path):

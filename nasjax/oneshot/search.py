@@ -414,12 +414,11 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
     bar.update(start_step)
     pairs = zip(train_batches.epoch(epoch, start_step), valid_batches.epoch(epoch, start_step))
     # The epoch's first step holds any compilation; the steps after it give the steady rate.
-    first_step_done, steps_in_epoch = None, 0
+    first_step_done = None
     for step, ((bx, by), (vx, vy)) in enumerate(pairs, start=start_step):
       batch = nasdata.shard_batch((bx, by, vx, vy), mesh)
       state, metrics = search.step(state, *batch)
       metrics = {k: float(v) for k, v in to_host(metrics).items()}
-      steps_in_epoch += 1
       if first_step_done is None:
         first_step_done = time.perf_counter()
       for name, value in metrics.items():
@@ -445,6 +444,7 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
     t_end = time.perf_counter()
     record: dict[str, Any] = {"epoch": epoch + 1, "seconds": t_end - t0,
                               "learning_rate": float(search.schedule(epoch * steps_per_epoch))}
+    steps_in_epoch = steps_per_epoch - start_step  # a resumed epoch runs only its remaining steps
     if steps_in_epoch > 1:
       record["steady_s_per_step"] = (t_end - first_step_done) / (steps_in_epoch - 1)
     record.update({f"train_{k}" if k in ("loss", "accuracy") else k: v / max(1, done)
