@@ -12,7 +12,8 @@
 #
 #   OUT=/tmp/out PYTHON=python3 REFERENCE=.devcarry/torch_darts_step.py bash benchmarks/device_supernet.sh
 #   SMOKE=1 ...   # tiny sizes on any machine, reference on the CPU: checks the script itself
-#   STAGES="second profile variants" ...   # a subset of the stages (modes, second, profile, variants, epoch)
+#   STAGES="second profile variants" ...   # a subset of the stages (modes, second, autotune, profile,
+#                                          # variants, epoch)
 # The lent machines' image has jax, flax, optax, chex, orbax and torch but not ml_collections: carry its
 # wheel (`pip download --no-deps ml_collections` into an ignored .whl/, install it with --target).
 set -u
@@ -89,6 +90,15 @@ stage_variants() {  # other forms of the weights step (2026-11-27, H100: grouped
       NASJAX_*) capped 150 env "$variant" $PYTHON "${bench[@]}" --modes weights ;;
       *) capped 150 $PYTHON "${bench[@]}" --modes weights $variant ;;
     esac 2>>"$LOG" | sed "s/^{/{\"variant\": \"$variant\", /" | tee -a "$OUT/supernet_step_variants.jsonl"
+  done
+}
+
+stage_autotune() {  # the second-order step's compile without XLA:GPU autotuning (session 12, H200: 219 s
+  # with it), with both exact products; nasjax only, the reference's figures are in the "second" stage
+  for hessian in jvp_recompute jvp; do
+    capped 300 env XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_autotune_level=0" $PYTHON \
+      benchmarks/supernet_step.py "${size[@]}" --steps 10 --warmup 2 --modes second --hessian $hessian \
+      2>>"$LOG" | sed 's/^{/{"variant": "xla_gpu_autotune_level=0", /' | tee -a "$OUT/supernet_step_autotune.jsonl"
   done
 }
 
