@@ -24,12 +24,31 @@ def test_backend_opt_level_comes_from_the_environment(monkeypatch):
     with pytest.raises(NasjaxError, match="0, 1, 2, 3"):
       nasjit.cpu_opt_level({nasjit.ENV_OPT_LEVEL: bad})
   monkeypatch.delenv(nasjit.ENV_PRESET, raising=False)
+  monkeypatch.delenv(nasjit.ENV_VECTOR_WIDTH, raising=False)
   monkeypatch.setenv(nasjit.ENV_OPT_LEVEL, "1")
   assert nasjit.compiler_options("cpu") == {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE",
                                             "xla_backend_optimization_level": 1}
   assert nasjit.compiler_options("gpu") == {}
   monkeypatch.setenv(nasjit.ENV_PRESET, "default")
   assert nasjit.compiler_options("cpu") == {"xla_backend_optimization_level": 1}
+
+
+def test_vector_width_comes_from_the_environment(monkeypatch):
+  assert nasjit.cpu_vector_width({}) is None
+  assert nasjit.cpu_vector_width({nasjit.ENV_VECTOR_WIDTH: " 256 "}) == 256
+  assert nasjit.cpu_vector_width({nasjit.ENV_VECTOR_WIDTH: "0"}) is None
+  for bad in ("64", "-1", "wide", "128.0"):
+    with pytest.raises(NasjaxError, match="128, 256, 512"):
+      nasjit.cpu_vector_width({nasjit.ENV_VECTOR_WIDTH: bad})
+  monkeypatch.delenv(nasjit.ENV_PRESET, raising=False)
+  monkeypatch.delenv(nasjit.ENV_OPT_LEVEL, raising=False)
+  monkeypatch.delenv(nasjit.ENV_VECTOR_WIDTH, raising=False)
+  assert "xla_cpu_prefer_vector_width" not in nasjit.compiler_options("cpu")
+  monkeypatch.setenv(nasjit.ENV_VECTOR_WIDTH, "128")
+  assert nasjit.compiler_options("cpu")["xla_cpu_prefer_vector_width"] == 128
+  assert nasjit.compiler_options("gpu") == {}
+  monkeypatch.setenv(nasjit.ENV_VECTOR_WIDTH, "0")
+  assert "xla_cpu_prefer_vector_width" not in nasjit.compiler_options("cpu")
 
 
 def test_options_xla_refuses_are_dropped_not_fatal():
@@ -41,6 +60,7 @@ def test_options_xla_refuses_are_dropped_not_fatal():
 def test_cpu_programs_get_the_preset_and_other_backends_nothing(monkeypatch):
   monkeypatch.delenv(nasjit.ENV_PRESET, raising=False)
   monkeypatch.delenv(nasjit.ENV_OPT_LEVEL, raising=False)
+  monkeypatch.delenv(nasjit.ENV_VECTOR_WIDTH, raising=False)
   assert nasjit.compiler_options("cpu") == {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE"}
   assert nasjit.compiler_options("gpu") == {}
   monkeypatch.setenv(nasjit.ENV_PRESET, "default")
@@ -58,6 +78,10 @@ def test_jit_with_options_computes_what_jax_jit_does(monkeypatch):
     monkeypatch.setenv(nasjit.ENV_OPT_LEVEL, level)
     np.testing.assert_allclose(nasjit.jit_with_options(f)(x, y), want, rtol=1e-6)
   monkeypatch.delenv(nasjit.ENV_OPT_LEVEL)
+  for width in ("0", "128", "256"):
+    monkeypatch.setenv(nasjit.ENV_VECTOR_WIDTH, width)
+    np.testing.assert_allclose(nasjit.jit_with_options(f)(x, y), want, rtol=1e-6)
+  monkeypatch.delenv(nasjit.ENV_VECTOR_WIDTH)
   # The caller's own options win over nasjax's.
   monkeypatch.setenv(nasjit.ENV_PRESET, "fast_compile")
   g = nasjit.jit_with_options(f, compiler_options={"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_RUNTIME"})

@@ -266,7 +266,10 @@ def _buffer_edge(apply_edge, separate_input: bool, custom_gradient: bool = True,
   is made of.
   """
   if remat:
-    apply_edge = jax.checkpoint(apply_edge)
+    # Under jit the rematerialised edge is one cached call per edge kind, like apply_edge. Paper-size
+    # weight step on the 2-core CPU (2026-11-28): 4,125 -> 3,921 fusion instructions in the compiled
+    # program; compile 44.2 / 46.2 s vs 45.2 / 50.7 s and the step unchanged (within this machine's noise).
+    apply_edge = jax.jit(jax.checkpoint(apply_edge))
 
   def run(buffers, p, b, w, source, target):
     read, write = buffers if separate_input else (buffers[0], buffers[0])
