@@ -50,26 +50,25 @@ def cpu_preset(environ=os.environ) -> str | None:
   return CPU_PRESETS[name]
 
 
-def cpu_opt_level(environ=os.environ) -> int | None:
-  """XLA's backend optimisation level chosen by ``NASJAX_CPU_OPT_LEVEL`` (None: XLA's default)."""
-  value = environ.get(ENV_OPT_LEVEL, "").strip()
+def _int_choice(environ, variable: str, accepted: tuple[str, ...], what: str) -> int | None:
+  """The integer an environment variable picks from ``accepted``; None when unset or empty."""
+  value = environ.get(variable, "").strip()
   if not value:
     return None
-  if value not in ("0", "1", "2", "3"):
-    raise NasjaxError(f"{ENV_OPT_LEVEL}={value!r} is not an optimisation level; accepted: 0, 1, 2, 3 "
-                      "(or unset for XLA's default)")
+  if value not in accepted:
+    raise NasjaxError(f"{variable}={value!r} is not {what}; accepted: {', '.join(accepted)} "
+                      "(or unset for XLA's own choice)")
   return int(value)
+
+
+def cpu_opt_level(environ=os.environ) -> int | None:
+  """XLA's backend optimisation level chosen by ``NASJAX_CPU_OPT_LEVEL`` (None: XLA's default)."""
+  return _int_choice(environ, ENV_OPT_LEVEL, ("0", "1", "2", "3"), "an optimisation level")
 
 
 def cpu_vector_width(environ=os.environ) -> int | None:
   """The vector width (bits) XLA:CPU prefers, from ``NASJAX_CPU_VECTOR_WIDTH`` (unset or 0: XLA's own)."""
-  value = environ.get(ENV_VECTOR_WIDTH, "").strip()
-  if not value:
-    return None
-  if value not in ("0", "128", "256", "512"):
-    raise NasjaxError(f"{ENV_VECTOR_WIDTH}={value!r} is not a vector width; accepted: 128, 256, 512 (bits), "
-                      "or 0 for XLA's own choice")
-  return int(value) or None
+  return _int_choice(environ, ENV_VECTOR_WIDTH, ("0", "128", "256", "512"), "a vector width in bits") or None
 
 
 @functools.lru_cache(maxsize=None)
