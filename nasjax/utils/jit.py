@@ -19,9 +19,10 @@ first-order search step 19-27% slower (compile 41-44 s vs 57-58 s); level 0 made
 slower. So the default stays XLA's.
 
 ``NASJAX_CPU_VECTOR_WIDTH`` (128, 256 or 512 bits; unset or 0: XLA's own) sets the vector width XLA:CPU
-prefers. On this AVX2 machine (2026-11-28, weight step, same session, alternating runs) 128 bits cut the
-compile by 8-20% (61.4 and 74.4 s vs 77.0 and 81.0 s, tracing included) and made the step 11-29% slower
-(23.4 and 19.3 s vs 18.1 and 17.4 s): a knob for short compile-bound runs, not a default.
+prefers. On this AVX2 machine (2026-11-28, weight step, alternating runs, all beside a retraining job)
+128 bits cut the compile by 8-20% (61.4 and 74.4 s vs 77.0 and 81.0 s, tracing included) and made the
+step 11-29% slower (23.4 and 19.3 s vs 18.1 and 17.4 s): a knob for short compile-bound runs, not a
+default.
 """
 
 from __future__ import annotations
@@ -87,17 +88,9 @@ def compiler_options(backend: str | None = None) -> dict[str, Any]:
   backend = backend or jax.default_backend()
   if backend != "cpu":
     return {}
-  options = {}
-  preset = cpu_preset()
-  if preset is not None and _supported(backend, (("xla_cpu_opt_preset", preset),)):
-    options["xla_cpu_opt_preset"] = preset
-  level = cpu_opt_level()
-  if level is not None and _supported(backend, (("xla_backend_optimization_level", level),)):
-    options["xla_backend_optimization_level"] = level
-  width = cpu_vector_width()
-  if width is not None and _supported(backend, (("xla_cpu_prefer_vector_width", width),)):
-    options["xla_cpu_prefer_vector_width"] = width
-  return options
+  chosen = (("xla_cpu_opt_preset", cpu_preset()), ("xla_backend_optimization_level", cpu_opt_level()),
+            ("xla_cpu_prefer_vector_width", cpu_vector_width()))
+  return {key: value for key, value in chosen if value is not None and _supported(backend, ((key, value),))}
 
 
 def jit_with_options(fun: Callable, **kwargs) -> Callable:
