@@ -86,17 +86,20 @@ def run_nasjax_search_step(mode: str, args) -> dict:
   rng = np.random.default_rng(0)
   xt, xv = (rng.random((args.batch, 32, 32, 3), np.float32) for _ in range(2))
   yt, yv = (np.arange(args.batch, dtype=np.int32) % 10 for _ in range(2))
-  t0 = time.perf_counter()
-  lowered = jit_with_options(search._step, donate_argnums=(0,)).lower(state, xt, yt, xv, yv)
-  lower_s = time.perf_counter() - t0
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - t0
+  compiled, compile_times = _compile(jit_with_options(search._step, donate_argnums=(0,)), state, xt, yt, xv, yv)
   params = sum(p.size for p in jax.tree.leaves(state["params"]))
   step = lambda st: compiled(st, xt, yt, xv, yv)
-  return _time(step, state, args, compiled) | _hlo_stats(compiled, args) | {
-      "compile_s": round(compile_s, 2), "trace_lower_s": round(lower_s, 2), "init_s": round(init_s, 2),
-      "params": params, "method": args.method,
-      "hessian": args.hessian}
+  return _time(step, state, args, compiled) | _hlo_stats(compiled, args) | compile_times | {
+      "init_s": round(init_s, 2), "params": params, "method": args.method, "hessian": args.hessian}
+
+
+def _compile(jitted, *args):
+  """``jitted.lower(*args).compile()``, with the time of all of it and of tracing + lowering alone."""
+  t0 = time.perf_counter()
+  lowered = jitted.lower(*args)
+  lower_s = time.perf_counter() - t0
+  compiled = lowered.compile()
+  return compiled, {"compile_s": round(time.perf_counter() - t0, 2), "trace_lower_s": round(lower_s, 2)}
 
 
 def _hlo_stats(compiled, args) -> dict:
@@ -180,14 +183,10 @@ def run_nasjax_plain(mode: str, args) -> dict:
   step, weight_opt = make_step(net, mode)
   state = {"params": variables["params"], "batch_stats": variables["batch_stats"], "alphas": alphas,
            "opt": weight_opt.init(variables["params"])}
-  t0 = time.perf_counter()
-  lowered = step.lower(state, x, y)
-  lower_s = time.perf_counter() - t0
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - t0
-  return _time(lambda st: compiled(st, x, y), state, args, compiled) | _hlo_stats(compiled, args) | {
-      "compile_s": round(compile_s, 2), "trace_lower_s": round(lower_s, 2), "init_s": round(init_s, 2),
-      "params": sum(p.size for p in jax.tree.leaves(variables["params"]))}
+  compiled, compile_times = _compile(step, state, x, y)
+  params = sum(p.size for p in jax.tree.leaves(variables["params"]))
+  return _time(lambda st: compiled(st, x, y), state, args, compiled) | _hlo_stats(compiled, args) | (
+      compile_times | {"init_s": round(init_s, 2), "params": params})
 
 
 def run_reference(mode: str, args) -> dict:
@@ -240,8 +239,9 @@ def main(argv=None):
   ap.add_argument("--hlo-stats", action="store_true",
                   help="add the compiled program's fused kernels, total and distinct (hlo_stats.py)")
   ap.add_argument("--compilation-cache", default=None,
-                  help="folder of JAX's persistent compilation cache (as `nasjax` uses it): a second run with the "
-                       "same settings then reports the compile of a rerun; default: none, a cold compile")
+                  help="folder of JAX's persistent compilation cache, as the `nasjax` command keeps one, but "
+                       "for every program however short its compile: a second run with the same settings then "
+                       "reports the compile of a rerun; default: none, a cold compile")
   ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   from nasjax.oneshot.search import search_config
@@ -249,19 +249,18 @@ def main(argv=None):
   args.remat_edges = bool(defaults.remat_edges if args.remat_edges is None else args.remat_edges)
   args.hessian = args.hessian or defaults.hessian
   if args.worker:
-    cache_events = {}
+    counts = {}
     if args.compilation_cache:
       jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+      field = {"/jax/compilation_cache/cache_hits": "compilation_cache_hits",
+               "/jax/compilation_cache/cache_misses": "compilation_cache_misses"}
+      counts = dict.fromkeys(field.values(), 0)
       def count(event, **_):
-        if event in ("/jax/compilation_cache/cache_hits", "/jax/compilation_cache/cache_misses"):
-          key = "compilation_cache_" + event.rsplit("_", 1)[-1]
-          cache_events[key] = cache_events.get(key, 0) + 1
+        if event in field:
+          counts[field[event]] += 1
       jax.monitoring.register_event_listener(count)
-    record = run_nasjax(args.worker, args)
-    if args.compilation_cache:
-      record |= {"compilation_cache_hits": 0, "compilation_cache_misses": 0} | cache_events
-    print(json.dumps(record), flush=True)
+    print(json.dumps(run_nasjax(args.worker, args) | counts), flush=True)
     return
   for mode in args.modes.split(","):
     if args.torch_python:
