@@ -48,7 +48,10 @@ from nasjax.nn.network import Network, abstract_variables
 from nasjax.oneshot import run_search, search_config
 from nasjax.oneshot.plots import plot_search
 
-DEFAULT_DATA = "/work/shared/data/fashion_mnist.npz"
+# The shared data folder beside the repository (``../shared/data``), or ``$NASJAX_SHARED_DATA`` when set.
+SHARED_DATA = os.environ.get("NASJAX_SHARED_DATA") or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+DEFAULT_DATA = os.path.join(SHARED_DATA, "fashion_mnist.npz")
 METHODS = ("darts", "spos", "random", "random_matched")
 # The random cell's key is derived from --seed but kept apart from every key the searches split from it.
 RANDOM_CELL_STREAM = 7919
@@ -57,7 +60,9 @@ RANDOM_CELL_STREAM = 7919
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--data", default=DEFAULT_DATA, help="a .npz with x_train, y_train, x_test, y_test")
+  p.add_argument("--data", default=DEFAULT_DATA,
+                 help="a .npz with x_train, y_train, x_test, y_test (default: fashion_mnist.npz in "
+                      "$NASJAX_SHARED_DATA, else in ../shared/data beside the repository)")
   p.add_argument("--methods", default="darts,spos,random", help=f"comma-separated, among {', '.join(METHODS)}")
   p.add_argument("--search-epochs", type=int, default=20)
   p.add_argument("--search-warmup-epochs", type=int, default=0,

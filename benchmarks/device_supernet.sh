@@ -93,7 +93,7 @@ stage_variants() {  # other forms of the weights step (2026-11-27, H100: grouped
   done
 }
 
-stage_autotune() {  # the second-order step's compile without XLA:GPU autotuning (session 12, H200: 219 s
+stage_autotune() {  # the second-order step's compile without XLA:GPU autotuning (2026-11-28, H200: 219 s
   # with it), with both exact products; nasjax only, the reference's figures are in the "second" stage
   for hessian in jvp_recompute jvp; do
     capped 300 env XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_autotune_level=0" $PYTHON \

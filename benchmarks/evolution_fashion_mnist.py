@@ -69,7 +69,10 @@ from nasjax.strategies.evolution import regularized_evolution
 from nasjax.train import config_to_dict, fit
 from nasjax.train import init_key as train_init_key
 
-DEFAULT_DATA = "/work/shared/data/fashion_mnist.npz"
+# The shared data folder beside the repository (``../shared/data``), or ``$NASJAX_SHARED_DATA`` when set.
+SHARED_DATA = os.environ.get("NASJAX_SHARED_DATA") or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+DEFAULT_DATA = os.path.join(SHARED_DATA, "fashion_mnist.npz")
 ARMS = ("low", "early", "morphism")
 # The morphism proposals draw from their own stream of the round's key, so the tournament (and the initial
 # samples) see exactly the keys they see in the other arms.
@@ -90,7 +93,9 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--data", default=DEFAULT_DATA, help="a .npz with x_train, y_train, x_test, y_test")
+  p.add_argument("--data", default=DEFAULT_DATA,
+                 help="a .npz with x_train, y_train, x_test, y_test (default: fashion_mnist.npz in "
+                      "$NASJAX_SHARED_DATA, else in ../shared/data beside the repository)")
   p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, among {', '.join(ARMS)}")
   p.add_argument("--subset", type=int, default=10000,
                  help="training images every candidate trains on (class-balanced subset)")

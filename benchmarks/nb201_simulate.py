@@ -1,7 +1,7 @@
 """Simulated NAS-Bench-201 searches: every strategy x budget x data set, many seeds, on one device.
 
-    python benchmarks/nb201_simulate.py --table /work/shared/data/nb201/nb201.csv \\
-        [--supplement /work/shared/data/nb201/nb201_supplement_12ep_unverified.csv] --json OUT \\
+    python benchmarks/nb201_simulate.py --table ../shared/data/nb201/nb201.csv \\
+        [--supplement ../shared/data/nb201/nb201_supplement_12ep_unverified.csv] --json OUT \\
         [--seeds 100] [--budgets 100,1000] [--strategies random,evolution,bo,reinforce,hyperband] \\
         [--datasets cifar10,cifar100,imagenet16] [--loop-seeds 3] [--no-seed-noise]
 
