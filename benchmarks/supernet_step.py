@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nasjax import xla_workarounds
 from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, num_edges
 from nasjax.train import init_key
 from nasjax.utils.jit import compiler_options, jit_with_options
@@ -244,6 +245,7 @@ def main(argv=None):
                        "reports the compile of a rerun; default: none, a cold compile")
   ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  xla_workarounds.apply()  # before the first JAX computation (XLA:GPU aborts on these programs without it)
   from nasjax.oneshot.search import search_config
   defaults = search_config(args.method)
   args.remat_edges = bool(defaults.remat_edges if args.remat_edges is None else args.remat_edges)

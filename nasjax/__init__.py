@@ -1,12 +1,10 @@
 """nasjax: neural architecture search in JAX/Flax.
 
-An architecture is data (a fixed-length int32 array), a search is a pure function of data.
+An architecture is data (a fixed-length int32 array), a search is a pure function of data. Importing
+nasjax configures nothing: on a GPU, call :func:`nasjax.xla_workarounds.apply` before the first JAX
+computation (the ``nasjax`` command does).
 """
 
 __version__ = "0.1.0"
 
-from nasjax import xla_workarounds as _xla_workarounds
-
-_xla_workarounds.apply()
-
-from nasjax.errors import NasjaxError  # noqa: E402,F401
+from nasjax.errors import NasjaxError  # noqa: F401

@@ -376,6 +376,8 @@ def _enable_compilation_cache() -> None:
 
 
 def main(argv=None) -> int:
+  from nasjax import xla_workarounds
+  xla_workarounds.apply()  # GPU compiler workarounds, before any JAX computation
   args = build_parser().parse_args(argv)
   _enable_compilation_cache()
   command = args.command or "search"
