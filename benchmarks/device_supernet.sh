@@ -84,12 +84,10 @@ stage_profile() {  # device time per XLA op of the weights step, edges recompute
 
 stage_variants() {  # other forms of the weights step (2026-11-27, H100: grouped depthwise 0.69 s, dense
   # 0.37 s, shifted slices 0.28 s, the default since; PyTorch 0.44 s)
-  for variant in "NASJAX_POOL_IMPL=shift" "--dw-impl grouped" "--edge-loop unroll" "--dw-impl dense" \
+  for variant in "--pool-impl shift" "--dw-impl grouped" "--edge-loop unroll" "--dw-impl dense" \
                  "--remat-edges 0"; do
-    case $variant in
-      NASJAX_*) capped 150 env "$variant" $PYTHON "${bench[@]}" --modes weights ;;
-      *) capped 150 $PYTHON "${bench[@]}" --modes weights $variant ;;
-    esac 2>>"$LOG" | sed "s/^{/{\"variant\": \"$variant\", /" | tee -a "$OUT/supernet_step_variants.jsonl"
+    capped 150 $PYTHON "${bench[@]}" --modes weights $variant 2>>"$LOG" \
+      | sed "s/^{/{\"variant\": \"$variant\", /" | tee -a "$OUT/supernet_step_variants.jsonl"
   done
 }
 

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from nasjax import xla_workarounds
+from nasjax.nn.ops import Impl
 from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, num_edges
 from nasjax.train import init_key
 from nasjax.utils.jit import compiler_options, jit_with_options
@@ -153,7 +154,7 @@ def _profile(step, state, args, compiled) -> dict:
 def run_nasjax(mode: str, args) -> dict:
   common = {"impl": "nasjax", "mode": mode, "batch": args.batch, "C": args.C, "layers": args.layers,
             "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-            "dw_impl": args.dw_impl, "edge_loop": args.edge_loop, "remat_edges": args.remat_edges,
+            "dw_impl": args.dw_impl, "pool_impl": args.pool_impl, "edge_loop": args.edge_loop, "remat_edges": args.remat_edges,
             "jax_version": jax.__version__, "compiler_options": compiler_options(),
             "compilation_cache": args.compilation_cache}
   if mode in ("first", "second"):
@@ -170,7 +171,8 @@ def run_nasjax(mode: str, args) -> dict:
 
 def run_nasjax_plain(mode: str, args) -> dict:
   from nasjax.nn.init import init_variables
-  net = Supernet(channels=args.C, layers=args.layers, num_classes=10, dw_impl=args.dw_impl,
+  net = Supernet(channels=args.C, layers=args.layers, num_classes=10,
+                 impl=Impl(depthwise=args.dw_impl, pool=args.pool_impl),
                  edge_loop=args.edge_loop, remat_edges=args.remat_edges)
   key_alpha, key_x = jax.random.split(jax.random.key(0))
   x = jax.random.normal(key_x, (args.batch, 32, 32, 3))
@@ -219,6 +221,8 @@ def main(argv=None):
   ap.add_argument("--steps", type=int, default=5)
   ap.add_argument("--warmup", type=int, default=2)
   ap.add_argument("--dw-impl", default="auto")
+  ap.add_argument("--pool-impl", default="auto", choices=("auto", "shift", "window"),
+                  help="pooling form of modes eval and weights (nasjax.nn.ops.resolve_pool_impl)")
   ap.add_argument("--edge-loop", default="auto", help="scan (auto) or unroll: how a cell's edges run")
   ap.add_argument("--remat-edges", type=int, default=None, choices=(0, 1),
                   help="recompute each edge's forward in the backward pass (default: the search config's)")
@@ -245,6 +249,8 @@ def main(argv=None):
                        "reports the compile of a rerun; default: none, a cold compile")
   ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  if args.pool_impl != "auto" and set(args.modes.split(",")) & {"first", "second"}:
+    ap.error("--pool-impl applies to modes eval and weights only (the search config has no pooling choice)")
   xla_workarounds.apply()  # before the first JAX computation (XLA:GPU aborts on these programs without it)
   from nasjax.oneshot.search import search_config
   defaults = search_config(args.method)

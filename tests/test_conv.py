@@ -99,11 +99,15 @@ def test_shift_depthwise_custom_gradient_equals_autodiff(channels, k, dilation, 
     np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_pool_impl_override_is_validated(monkeypatch):
-  monkeypatch.delenv(ops.ENV_POOL_IMPL, raising=False)
-  assert ops.resolve_pool_impl("cpu") == "shift" and ops.resolve_pool_impl("gpu") == "window"
-  monkeypatch.setenv(ops.ENV_POOL_IMPL, "window")
-  assert ops.resolve_pool_impl("cpu") == "window"
-  monkeypatch.setenv(ops.ENV_POOL_IMPL, "fast")
-  with pytest.raises(NasjaxError, match="NASJAX_POOL_IMPL='fast'.*shift, window"):
-    ops.resolve_pool_impl()
+def test_pool_impl_is_an_explicit_choice(monkeypatch):
+  monkeypatch.setenv("NASJAX_POOL_IMPL", "window")  # the knob of earlier versions is not read
+  assert ops.resolve_pool_impl("auto", "cpu") == "shift" and ops.resolve_pool_impl("auto", "gpu") == "window"
+  assert ops.resolve_pool_impl("window", "cpu") == "window" and ops.resolve_pool_impl("shift", "gpu") == "shift"
+  with pytest.raises(NasjaxError, match="unknown pool implementation 'fast'; accepted: auto, shift, window"):
+    ops.resolve_pool_impl("fast")
+  with pytest.raises(NasjaxError, match="unknown pool implementation 'fast'; accepted: auto, shift, window"):
+    ops.Impl(pool="fast")
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  for impl in ("auto", "shift", "window"):
+    module = ops.make_op("max_pool_3x3", ops.OpConfig(3, impl=ops.Impl(pool=impl)))
+    np.testing.assert_allclose(module.apply({}, x, False), ops.pool(x, "max", 3, 1, "window"), rtol=1e-6)

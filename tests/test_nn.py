@@ -79,6 +79,56 @@ def test_duplicate_registration_is_refused():
     ops.register_op("skip_connect")(lambda c: None)
 
 
+@pytest.mark.parametrize("name", sorted(ops.OPS))
+def test_op_metadata_says_what_the_op_is(name):
+  spec = ops.op_spec(name)
+  assert spec.name == name and spec.kind in ops.OP_KINDS
+  assert spec.is_pool == (spec.kind in ("max_pool", "avg_pool"))
+  x = jnp.zeros((1, 8, 8, 4))
+  params = jax.eval_shape(lambda k: ops.make_op(name, ops.OpConfig(4)).init(k, x, False),
+                          jax.random.key(0)).get("params", {})
+  if spec.kind != "other":
+    assert spec.parameter_free == (not jax.tree.leaves(params))
+  if spec.kind in ("max_pool", "avg_pool", "sep_conv", "dil_conv", "conv", "factorized_conv"):
+    assert spec.kernel is not None and f"{spec.kernel}x" in name
+
+
+def test_op_metadata_of_the_builtin_ops():
+  assert [n for n, s in sorted(ops.OPS.items()) if s.is_pool] == [
+      "avg_pool_3x3", "max_pool_3x3", "max_pool_5x5", "max_pool_7x7"]
+  assert ops.OPS["none"].is_zero and ops.OPS["skip_connect"].is_identity
+  assert (ops.OPS["dil_conv_5x5"].kernel, ops.OPS["dil_conv_5x5"].dilation) == (5, 2)
+  assert ops.OPS["sep_conv_3x3"].dilation == 1 and not ops.OPS["sep_conv_3x3"].parameter_free
+  with pytest.raises(NasjaxError, match="unknown op kind 'pooling'"):
+    ops.register_op("probe_kind", kind="pooling")
+  assert "probe_kind" not in ops.OPS
+
+
+def test_supernet_tells_ops_apart_by_metadata_not_name():
+  # An op whose name contains "pool" but that is no pool gets no BN in a mixed edge; a pool does.
+  from nasjax.nn.supernet import Candidate
+  if "carpool_probe" not in ops.OPS:
+    ops.register_op("carpool_probe")(lambda c: ops.Identity())
+  x = jnp.ones((1, 4, 4, 2))
+  for name, has_bn in (("carpool_probe", False), ("max_pool_3x3", True), ("skip_connect", False)):
+    variables = Candidate(name, ops.OpConfig(2)).init(jax.random.key(0), x, True)
+    assert ("batch_stats" in variables) == has_bn, name
+
+
+def test_impl_is_one_validated_setting():
+  assert ops.Impl() == ops.Impl("auto", "auto", "auto")
+  assert ops.OpConfig(4).impl == ops.Impl(conv="xla")  # a bare op: XLA's convolutions, as before
+  for field, value in (("depthwise", "winograd"), ("conv", "fast"), ("pool", "avg")):
+    with pytest.raises(NasjaxError, match=f"unknown {field} implementation {value!r}; accepted: auto"):
+      ops.Impl(**{field: value})
+  genotype = get_genotype("DARTS_V2")
+  assert Network(genotype, 4, 3)._impl() == ops.Impl(conv="canonical" if jax.default_backend() == "cpu"
+                                                     else "xla")
+  # The deprecated spellings still land in the same setting.
+  assert Network(genotype, 4, 3, dw_impl="grouped", conv_impl="xla")._impl() == ops.XLA_IMPL
+  assert Network(genotype, 4, 3, impl=ops.XLA_IMPL)._impl() == ops.XLA_IMPL
+
+
 # A small op set and two nodes keep the supernet tests quick to compile; every code path (parameter-free
 # ops with BN, separable and dilated convolutions, none) is still there.
 SMALL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")

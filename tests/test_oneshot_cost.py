@@ -10,6 +10,7 @@ import pytest
 from nasjax.errors import NasjaxError
 from nasjax.nn.count import count_macs, count_params
 from nasjax.nn.network import Network
+from nasjax.nn.ops import XLA_IMPL
 from nasjax.oneshot import run_search, search_config
 from nasjax.oneshot.cost import derived_cost, edge_cost_tables, expected_cost, op_cost, uniform_cost
 from nasjax.oneshot.search import Search
@@ -47,8 +48,8 @@ def test_edge_tables_reproduce_the_discrete_networks_counts(metric):
   fixed = []
   for seed in range(4):
     arch = np.asarray(space.sample(jax.random.key(seed)))
-    net = Network(space.decode(arch), channels, layers, 10, auxiliary=False, dw_impl="grouped",
-                  conv_impl="xla", scan_cells=False)
+    net = Network(space.decode(arch), channels, layers, 10, auxiliary=False, impl=XLA_IMPL,
+                  scan_cells=False)
     variables = jax.eval_shape(lambda k: net.init({"params": k, "dropout": k}, x), jax.random.key(0))
     total = (count_params(variables["params"]) if metric == "params"
              else count_macs(lambda v, x: net.apply(v, x)[0], variables, x))

@@ -13,6 +13,7 @@ independent of depth. XLA:CPU runs while-loop bodies several times slower than s
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
 from nasjax.nn.conv import resolve_conv_impl
-from nasjax.nn.ops import OPS, OpConfig, batch_norm, conv, make_op, preprocess_cell_inputs
+from nasjax.nn.ops import OPS, Impl, OpConfig, batch_norm, conv, make_op, op_spec, preprocess_cell_inputs
 from nasjax.nn.supernet import reduction_layers
 
 AUX_NAME = "auxiliary_head"
@@ -50,8 +51,7 @@ class Cell(nn.Module):
   reduction: bool
   reduction_prev: bool
   affine: bool = True
-  dw_impl: str = "auto"
-  conv_impl: str = "xla"
+  impl: Impl = Impl(conv="xla")
 
   @nn.compact
   def __call__(self, s0, s1, train: bool = False, drop_prob: Any = 0.0):
@@ -65,9 +65,9 @@ class Cell(nn.Module):
           raise NasjaxError(f"node {k + 2} reads state {source}, but only states 0..{len(states) - 1} "
                             "exist before it")
         stride = 2 if self.reduction and source < 2 else 1
-        op = make_op(op_name, OpConfig(c, stride, self.affine, self.dw_impl, conv_impl=self.conv_impl))
+        op = make_op(op_name, OpConfig(c, stride, self.affine, self.impl))
         h = op(states[source], train)
-        if train and not (op_name == "skip_connect" and stride == 1):
+        if train and not (op_spec(op_name).is_identity and stride == 1):
           h = drop_path(h, drop_prob, self.make_rng("dropout"))
         total = h if total is None else total + h
       states.append(total)
@@ -107,11 +107,13 @@ class Network(nn.Module):
     num_classes: classifier outputs.
     auxiliary: adds the auxiliary head after the second reduction cell.
     stem: "cifar" (3x3 conv to 3C) or "imagenet" (three stride-2 convolutions, DARTS' ImageNet stem).
-    dw_impl: depthwise formulation (:func:`nasjax.nn.ops.resolve_dw_impl`).
-    conv_impl: "auto" (canonical convolutions with their own gradients on CPU, XLA's elsewhere), "xla"
-      or "canonical". On this project's 2-core CPU the canonical form (with the shifted-slice depthwise
-      gradient it brings) made a DARTS_V2 training step (16 channels, 8 cells, batch 64, 28x28x1)
-      1.44 s -> 1.35 s.
+    impl: how the ops are written (:class:`nasjax.nn.ops.Impl`). Its ``conv="auto"`` is the canonical
+      convolutions with their own gradients on CPU (with the shifted-slice depthwise gradient they
+      bring), XLA's elsewhere; on this project's 2-core CPU the canonical form made a DARTS_V2 training
+      step (16 channels, 8 cells, batch 64, 28x28x1) 1.44 s -> 1.35 s. ``nasjax.nn.ops.XLA_IMPL`` is
+      XLA's own primitives throughout, what parameter and multiply-add counters read.
+    dw_impl, conv_impl: deprecated spellings of ``impl.depthwise`` and ``impl.conv`` (None: ``impl``'s),
+      kept until every caller passes ``impl``.
     scan_cells: "auto", True or False (see module docstring).
   """
   genotype: Any
@@ -122,18 +124,28 @@ class Network(nn.Module):
   stem: str = "cifar"
   stem_multiplier: int = 3
   affine: bool = True
-  dw_impl: str = "auto"
-  conv_impl: str = "auto"
+  impl: Impl = Impl()
+  dw_impl: str | None = None
+  conv_impl: str | None = None
   scan_cells: Any = "auto"
+
+  def _impl(self) -> Impl:
+    """``impl`` with the deprecated ``dw_impl`` / ``conv_impl`` applied and ``conv`` resolved."""
+    impl = self.impl
+    if self.dw_impl is not None:
+      impl = dataclasses.replace(impl, depthwise=self.dw_impl)
+    if self.conv_impl is not None:
+      impl = dataclasses.replace(impl, conv=self.conv_impl)
+    return dataclasses.replace(impl, conv=resolve_conv_impl(impl.conv))
 
   def _validate(self):
     if self.stem not in ("cifar", "imagenet"):
       raise NasjaxError(f"unknown stem {self.stem!r}; accepted: cifar, imagenet")
     for kind in ("normal", "reduce"):
       for op, _ in getattr(self.genotype, kind):
-        if op not in OPS or op == "none":
+        if op not in OPS or OPS[op].is_zero:
           raise NasjaxError(f"{kind} cell uses op {op!r}; accepted ops: "
-                            f"{', '.join(sorted(o for o in OPS if o != 'none'))}")
+                            f"{', '.join(sorted(o for o, spec in OPS.items() if not spec.is_zero))}")
     if self.layers < 1 or self.channels < 2 or self.channels % 2:
       raise NasjaxError(f"need layers >= 1 and an even channel count >= 2, got layers={self.layers}, "
                         f"channels={self.channels}")
@@ -159,7 +171,7 @@ class Network(nn.Module):
       s1 = batch_norm(train, True)(conv(c, (3, 3), 2, name="stem1_conv")(nn.relu(s0)))
       reduction_prev = True
 
-    conv_impl = resolve_conv_impl(self.conv_impl)
+    impl = self._impl()
     reductions = reduction_layers(self.layers)
     aux_after = 2 * self.layers // 3
     scan = self.scan_cells
@@ -172,7 +184,7 @@ class Network(nn.Module):
       reduction = i in reductions
       cur = cur * 2 if reduction else cur
       nodes, concat = (reduce, reduce_concat) if reduction else (normal, normal_concat)
-      cell_args = (nodes, concat, cur, reduction, reduction_prev, self.affine, self.dw_impl, conv_impl)
+      cell_args = (nodes, concat, cur, reduction, reduction_prev, self.affine, impl)
       # A run of cells can share one scanned body when their inputs already have the cell's output
       # shape (normal cells after two normal cells of the same stage); a run ends at the aux head.
       run = 1

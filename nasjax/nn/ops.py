@@ -11,16 +11,16 @@ the multiply-adds) or a sum of shifted slices. In the scanned edges of :mod:`nas
 shifted-slice form has its own gradient (``_shift_depthwise``) and is the fastest on CPU; elsewhere
 (plain autodiff) the dense form wins at <= 16 channels and the shifted slices above. On a GPU the
 grouped form's backward pass is slow when dilated (cuDNN splits it into many kernels), so the shifted
-slices are used there too (see :func:`resolve_dw_impl`). The ``dw_impl`` field picks the formulation
-(``"auto"`` decides per backend, channel count and context); all three compute the same function with
-the same parameters.
+slices are used there too (see :func:`resolve_dw_impl`). One :class:`Impl` setting picks the
+formulation of depthwise convolutions, dense convolutions and pools for a whole network (``"auto"``
+decides per backend, channel count and context); every choice computes the same function with the same
+parameters. It is an explicit argument: nothing here reads the environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -30,12 +30,43 @@ import numpy as np
 from jax import lax
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.conv import conv2d
+from nasjax.nn.conv import CONV_IMPLS, conv2d, resolve_conv_impl
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "dense", "shift")
+POOL_IMPLS = ("shift", "window")
 # PyTorch's BatchNorm momentum 0.1 is Flax's 0.9 (Flax weights the old running value).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class Impl:
+  """How a network's ops are written for XLA: the one implementation setting, given once per network.
+
+  Every choice computes the same function of the same parameters; only the XLA program differs.
+
+  Attributes:
+    depthwise: ``"auto"``, ``"grouped"``, ``"dense"`` or ``"shift"`` (:func:`resolve_dw_impl`).
+    conv: dense convolutions, ``"auto"``, ``"xla"`` or ``"canonical"`` (:mod:`nasjax.nn.conv`). What
+      ``"auto"`` means depends on the network: :class:`nasjax.nn.network.Network` uses the canonical
+      form on CPU, :class:`nasjax.nn.supernet.Supernet` inside its scanned edges on CPU, a bare op
+      (:func:`make_op`) on CPU.
+    pool: ``"auto"``, ``"shift"`` or ``"window"`` (:func:`resolve_pool_impl`).
+  """
+  depthwise: str = "auto"
+  conv: str = "auto"
+  pool: str = "auto"
+
+  def __post_init__(self):
+    for field, accepted in (("depthwise", DEPTHWISE_IMPLS), ("conv", CONV_IMPLS), ("pool", ("auto",) + POOL_IMPLS)):
+      value = getattr(self, field)
+      if value not in accepted:
+        raise NasjaxError(f"unknown {field} implementation {value!r}; accepted: {', '.join(accepted)}")
+
+
+# XLA's own primitives throughout (grouped depthwise convolutions, plain autodiff): what the jaxpr
+# counters of parameters and multiply-adds read (shifted slices would hide a depthwise convolution's MACs).
+XLA_IMPL = Impl(depthwise="grouped", conv="xla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,29 +75,77 @@ class OpConfig:
   channels: int
   stride: int = 1
   affine: bool = True
-  dw_impl: str = "auto"
-  # "canonical" inside scanned supernet edges on CPU (see nasjax.nn.conv), else "xla".
-  conv_impl: str = "xla"
+  # A bare op differentiates with XLA's convolutions unless told otherwise; the networks pass their own.
+  impl: Impl = Impl(conv="xla")
 
 
 OpFactory = Callable[[OpConfig], nn.Module]
-OPS: dict[str, OpFactory] = {}
+OP_KINDS = ("zero", "identity", "max_pool", "avg_pool", "sep_conv", "dil_conv", "conv", "factorized_conv",
+            "other")
 
 
-def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
-  """Adds a factory ``OpConfig -> nn.Module`` to :data:`OPS` under ``name``."""
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+  """A registered op: its factory and what the library needs to know about it (never read off its name).
+
+  Attributes:
+    name: the registry key (``sep_conv_3x3``).
+    factory: ``OpConfig -> nn.Module``; the module is called as ``module(x, train)``.
+    kind: one of :data:`OP_KINDS` (``"other"`` for ops registered from outside nasjax).
+    kernel: kernel or window size (None for ops without one).
+    dilation: the depthwise convolution's dilation (``dil_conv``), else 1.
+    parameter_free: no parameters at stride 1 (``none``, ``skip_connect``, pools); at stride 2
+      ``skip_connect`` is a :class:`FactorizedReduce`, which has some.
+  """
+  name: str
+  factory: OpFactory
+  kind: str = "other"
+  kernel: int | None = None
+  dilation: int = 1
+  parameter_free: bool = False
+
+  @property
+  def is_pool(self) -> bool:
+    """Max or average pooling: the DARTS supernet follows these with a BN without affine parameters."""
+    return self.kind in ("max_pool", "avg_pool")
+
+  @property
+  def is_zero(self) -> bool:
+    """The ``none`` op (a zero tensor): relaxed mixtures skip computing it."""
+    return self.kind == "zero"
+
+  @property
+  def is_identity(self) -> bool:
+    """``skip_connect``: the identity at stride 1 (drop-path leaves it alone)."""
+    return self.kind == "identity"
+
+
+OPS: dict[str, OpSpec] = {}
+
+
+def register_op(name: str, kind: str = "other", kernel: int | None = None, dilation: int = 1,
+                parameter_free: bool = False) -> Callable[[OpFactory], OpFactory]:
+  """Adds a factory ``OpConfig -> nn.Module`` to :data:`OPS` under ``name``, with its metadata."""
+  if kind not in OP_KINDS:
+    raise NasjaxError(f"unknown op kind {kind!r}; accepted: {', '.join(OP_KINDS)}")
+
   def decorator(factory: OpFactory) -> OpFactory:
     if name in OPS:
       raise ValueError(f"The op {name!r} is already registered.")
-    OPS[name] = factory
+    OPS[name] = OpSpec(name, factory, kind, kernel, dilation, parameter_free)
     return factory
   return decorator
 
 
-def make_op(name: str, config: OpConfig) -> nn.Module:
+def op_spec(name: str) -> OpSpec:
+  """The registry entry of ``name``; an unknown name is a :class:`NasjaxError` listing the known ones."""
   if name not in OPS:
     raise NasjaxError(f"unknown op {name!r}; registered ops: {', '.join(sorted(OPS))}")
-  return OPS[name](config)
+  return OPS[name]
+
+
+def make_op(name: str, config: OpConfig) -> nn.Module:
+  return op_spec(name).factory(config)
 
 
 def resolve_dw_impl(impl: str, channels: int, backend: str | None = None, custom_gradient: bool = False) -> str:
@@ -94,23 +173,16 @@ def resolve_dw_impl(impl: str, channels: int, backend: str | None = None, custom
   return "dense" if channels <= 16 else "shift"
 
 
-POOL_IMPLS = ("shift", "window")
-ENV_POOL_IMPL = "NASJAX_POOL_IMPL"
+def resolve_pool_impl(impl: str = "auto", backend: str | None = None) -> str:
+  """``"auto"``: shifted slices on CPU (see :func:`pool`), XLA's ``reduce_window`` elsewhere.
 
-
-def resolve_pool_impl(backend: str | None = None) -> str:
-  """Shifted slices on CPU (see :func:`pool`), XLA's ``reduce_window`` elsewhere.
-
-  ``NASJAX_POOL_IMPL=shift|window`` overrides the choice for every "auto" pooling op: a backend-tuning
-  knob (XLA's select-and-scatter, the gradient of ``reduce_window`` max pooling, is slow on some
-  backends), so benchmarks can compare both forms without touching a search space.
+  ``"shift"`` or ``"window"`` force one form (XLA's select-and-scatter, the gradient of ``reduce_window``
+  max pooling, is slow on some backends), so benchmarks can compare both (``Impl(pool=...)``).
   """
-  override = os.environ.get(ENV_POOL_IMPL, "")
-  if override:
-    if override not in POOL_IMPLS:
-      raise NasjaxError(f"{ENV_POOL_IMPL}={override!r} is not a pooling implementation; accepted: "
-                        f"{', '.join(POOL_IMPLS)}")
-    return override
+  if impl != "auto":
+    if impl not in POOL_IMPLS:
+      raise NasjaxError(f"unknown pool implementation {impl!r}; accepted: auto, {', '.join(POOL_IMPLS)}")
+    return impl
   return "shift" if (backend or jax.default_backend()) == "cpu" else "window"
 
 
@@ -308,16 +380,16 @@ class DepthwiseConv(nn.Module):
   kernel_size: int
   stride: int = 1
   dilation: int = 1
-  impl: str = "auto"
-  conv_impl: str = "xla"
+  impl: Impl = Impl(conv="xla")
 
   @nn.compact
   def __call__(self, x):
     channels = x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=-1),
                         (self.kernel_size, self.kernel_size, 1, channels))
-    impl = resolve_dw_impl(self.impl, channels, custom_gradient=self.conv_impl == "canonical")
-    return depthwise_conv(x, kernel, self.stride, self.dilation, impl, self.conv_impl)
+    conv_impl = resolve_conv_impl(self.impl.conv)
+    impl = resolve_dw_impl(self.impl.depthwise, channels, custom_gradient=conv_impl == "canonical")
+    return depthwise_conv(x, kernel, self.stride, self.dilation, impl, conv_impl)
 
 
 class Pointwise(nn.Module):
@@ -396,14 +468,14 @@ class ReLUConvBN(nn.Module):
   stride: int = 1
   dilation: int = 1
   affine: bool = True
-  conv_impl: str = "xla"
+  impl: Impl = Impl(conv="xla")
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if tuple(self.kernel) == (1, 1) and self.dilation == 1:
       x = Pointwise(self.features, self.stride)(nn.relu(x))
     else:
-      x = conv(self.features, self.kernel, self.stride, self.dilation, impl=self.conv_impl)(nn.relu(x))
+      x = conv(self.features, self.kernel, self.stride, self.dilation, impl=self.impl.conv)(nn.relu(x))
     return batch_norm(train, self.affine)(x)
 
 
@@ -436,12 +508,11 @@ class DilConv(nn.Module):
   stride: int = 1
   dilation: int = 1
   affine: bool = True
-  dw_impl: str = "auto"
-  conv_impl: str = "xla"
+  impl: Impl = Impl(conv="xla")
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, self.dw_impl, self.conv_impl)(nn.relu(x))
+    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, self.impl)(nn.relu(x))
     x = Pointwise(self.features)(x)
     return batch_norm(train, self.affine)(x)
 
@@ -452,13 +523,12 @@ class SepConv(nn.Module):
   kernel_size: int
   stride: int = 1
   affine: bool = True
-  dw_impl: str = "auto"
-  conv_impl: str = "xla"
+  impl: Impl = Impl(conv="xla")
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine, self.dw_impl, self.conv_impl)(x, train)
-    return DilConv(self.features, self.kernel_size, 1, 1, self.affine, self.dw_impl, self.conv_impl)(x, train)
+    x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine, self.impl)(x, train)
+    return DilConv(self.features, self.kernel_size, 1, 1, self.affine, self.impl)(x, train)
 
 
 class Pool(nn.Module):
@@ -469,8 +539,7 @@ class Pool(nn.Module):
 
   def __call__(self, x, train: bool = False):
     del train
-    impl = resolve_pool_impl() if self.impl == "auto" else self.impl
-    return pool(x, self.kind, self.window, self.stride, impl)
+    return pool(x, self.kind, self.window, self.stride, resolve_pool_impl(self.impl))
 
 
 class FactorizedConv(nn.Module):
@@ -479,47 +548,43 @@ class FactorizedConv(nn.Module):
   kernel_size: int
   stride: int = 1
   affine: bool = True
-  conv_impl: str = "xla"
+  impl: Impl = Impl(conv="xla")
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = nn.relu(x)
-    x = conv(self.features, (1, self.kernel_size), (1, self.stride), impl=self.conv_impl)(x)
-    x = conv(self.features, (self.kernel_size, 1), (self.stride, 1), impl=self.conv_impl)(x)
+    x = conv(self.features, (1, self.kernel_size), (1, self.stride), impl=self.impl.conv)(x)
+    x = conv(self.features, (self.kernel_size, 1), (self.stride, 1), impl=self.impl.conv)(x)
     return batch_norm(train, self.affine)(x)
 
 
-@register_op("none")
+@register_op("none", "zero", parameter_free=True)
 def _none(c: OpConfig) -> nn.Module:
   return Zero(c.stride)
 
 
-@register_op("skip_connect")
+@register_op("skip_connect", "identity", parameter_free=True)
 def _skip(c: OpConfig) -> nn.Module:
   return Identity() if c.stride == 1 else FactorizedReduce(c.channels, c.affine)
 
 
 for _k in (3, 5, 7):
-  register_op(f"max_pool_{_k}x{_k}")(lambda c, k=_k: Pool("max", k, c.stride))
-register_op("avg_pool_3x3")(lambda c: Pool("avg", 3, c.stride))
+  register_op(f"max_pool_{_k}x{_k}", "max_pool", _k, parameter_free=True)(
+      lambda c, k=_k: Pool("max", k, c.stride, c.impl.pool))
+register_op("avg_pool_3x3", "avg_pool", 3, parameter_free=True)(lambda c: Pool("avg", 3, c.stride, c.impl.pool))
 for _k in (3, 5, 7):
-  register_op(f"sep_conv_{_k}x{_k}")(lambda c, k=_k: SepConv(c.channels, k, c.stride, c.affine, c.dw_impl,
-                                                                         c.conv_impl))
+  register_op(f"sep_conv_{_k}x{_k}", "sep_conv", _k)(
+      lambda c, k=_k: SepConv(c.channels, k, c.stride, c.affine, c.impl))
 for _k in (3, 5):
-  register_op(f"dil_conv_{_k}x{_k}")(lambda c, k=_k: DilConv(c.channels, k, c.stride, 2, c.affine, c.dw_impl,
-                                                                         c.conv_impl))
+  register_op(f"dil_conv_{_k}x{_k}", "dil_conv", _k, dilation=2)(
+      lambda c, k=_k: DilConv(c.channels, k, c.stride, 2, c.affine, c.impl))
 for _k in (1, 3, 5):
   # NASNet / ENAS-macro plain convolutions, and NAS-Bench-201's nor_conv (ReLU-Conv-BN).
-  register_op(f"conv_{_k}x{_k}")(
-      lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine, c.conv_impl))
+  register_op(f"conv_{_k}x{_k}", "conv", _k)(
+      lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine, c.impl))
 for _k in (1, 3):
-  register_op(f"nor_conv_{_k}x{_k}")(
-      lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine, c.conv_impl))
-register_op("conv_3x1_1x3")(lambda c: FactorizedConv(c.channels, 3, c.stride, c.affine, c.conv_impl))
-register_op("conv_7x1_1x7")(lambda c: FactorizedConv(c.channels, 7, c.stride, c.affine, c.conv_impl))
+  register_op(f"nor_conv_{_k}x{_k}", "conv", _k)(
+      lambda c, k=_k: ReLUConvBN(c.channels, (k, k), c.stride, 1, c.affine, c.impl))
+register_op("conv_3x1_1x3", "factorized_conv", 3)(lambda c: FactorizedConv(c.channels, 3, c.stride, c.affine, c.impl))
+register_op("conv_7x1_1x7", "factorized_conv", 7)(lambda c: FactorizedConv(c.channels, 7, c.stride, c.affine, c.impl))
 del _k
-
-
-def is_parameter_free(name: str) -> bool:
-  """Ops that drop-path leaves alone and that mixed edges follow with a BN (pools, identity, none)."""
-  return name in ("none", "skip_connect") or "pool" in name

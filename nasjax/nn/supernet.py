@@ -24,6 +24,7 @@ and passes the rest through, then shuffles.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Mapping
 
@@ -33,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.ops import (OpConfig, batch_norm, conv, make_op, preprocess_cell_inputs, preprocess_s0,
-                           preprocess_s1)
+from nasjax.nn.ops import (Impl, OpConfig, batch_norm, conv, make_op, op_spec, preprocess_cell_inputs,
+                           preprocess_s0, preprocess_s1)
 
 DARTS_SUPERNET_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
                       "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -54,14 +55,14 @@ def edge_endpoints(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Candidate(nn.Module):
-  """One op of a mixed edge; parameter-free ops get a BN without affine, as in the DARTS supernet."""
+  """One op of a mixed edge; pools get a BN without affine, as in the DARTS supernet."""
   op: str
   config: OpConfig
 
   @nn.compact
   def __call__(self, x, train: bool):
     y = make_op(self.op, self.config)(x, train)
-    if "pool" in self.op:
+    if op_spec(self.op).is_pool:
       y = batch_norm(train, affine=False)(y)
     return y
 
@@ -78,13 +79,11 @@ class MixedOp(nn.Module):
   channels: int
   stride: int = 1
   affine: bool = False
-  dw_impl: str = "auto"
   partial_channels: int = 1
-  conv_impl: str = "xla"
+  impl: Impl = Impl(conv="xla")
 
   def setup(self):
-    config = OpConfig(self.channels // self.partial_channels, self.stride, self.affine, self.dw_impl,
-                      self.conv_impl)
+    config = OpConfig(self.channels // self.partial_channels, self.stride, self.affine, self.impl)
     self.candidates = [Candidate(op, config) for op in self.ops]
 
   def _switch(self, index, x, train):
@@ -99,9 +98,9 @@ class MixedOp(nn.Module):
     k = self.partial_channels
     active, passive = x[..., :x.shape[-1] // k], x[..., x.shape[-1] // k:]
     if mode == "relaxed":
-      y = sum(weights[i] * self.candidates[i](active, train)
-              for i, op in enumerate(self.ops) if op != "none")
-      if all(op == "none" for op in self.ops):
+      zero = [op_spec(op).is_zero for op in self.ops]
+      y = sum(weights[i] * self.candidates[i](active, train) for i in range(len(self.ops)) if not zero[i])
+      if all(zero):
         y = self.candidates[0](active, train)
     elif mode == "hard":
       index = jnp.argmax(weights)
@@ -168,7 +167,7 @@ class EdgeStack(nn.Module):
   channels: int
   stride: int
   affine: bool
-  dw_impl: str
+  impl: Impl
   partial_channels: int
   num_edges: int
   edge_loop: str = "auto"
@@ -180,9 +179,10 @@ class EdgeStack(nn.Module):
     scan = resolve_edge_loop(self.edge_loop) == "scan"
     # Inside the scan, XLA:CPU needs the canonical convolutions (nasjax.nn.conv) and the in-place
     # gradient of _buffer_edge; unrolled edges keep plain autodiff, which every JAX transform accepts.
-    conv_impl = "canonical" if scan and jax.default_backend() == "cpu" else "xla"
-    mixed = MixedOp(self.ops, self.channels, self.stride, self.affine, self.dw_impl, self.partial_channels,
-                    conv_impl, parent=None)
+    impl = self.impl
+    if impl.conv == "auto":
+      impl = dataclasses.replace(impl, conv="canonical" if scan and jax.default_backend() == "cpu" else "xla")
+    mixed = MixedOp(self.ops, self.channels, self.stride, self.affine, self.partial_channels, impl, parent=None)
     example = (inputs if inputs is not None else nodes)[0]
 
     def init_stacked(rng):
@@ -192,8 +192,7 @@ class EdgeStack(nn.Module):
     # Initialise once for both collections. Flax also shape-checks an existing param by evaluating its
     # init function abstractly, so without a fresh initialisation the function must stand on its own.
     fresh = init_stacked(self.make_rng("params")) if self.is_initializing() else None
-    shape_key = (self.ops, self.channels, self.stride, self.affine, self.dw_impl, self.partial_channels,
-                 conv_impl, self.num_edges, tuple(example.shape[1:]), str(example.dtype), tuple(weights.shape),
+    shape_key = (self.ops, self.channels, self.stride, self.affine, impl, self.partial_channels, self.num_edges, tuple(example.shape[1:]), str(example.dtype), tuple(weights.shape),
                  str(weights.dtype), mode)
     if fresh is not None:
       _STACK_PARAM_SHAPES[shape_key] = _param_shapes(fresh.get("params", {}))
@@ -332,7 +331,7 @@ class _CellFields(nn.Module):
   num_nodes: int
   channels: int
   affine: bool = False
-  dw_impl: str = "auto"
+  impl: Impl = Impl()
   partial_channels: int = 1
   edge_loop: str = "auto"
   remat_edges: bool = True
@@ -364,7 +363,7 @@ class SearchCell(_CellFields):
 
 
 def _edge_stack_fields(cell) -> dict:
-  return dict(ops=cell.ops, channels=cell.channels, affine=cell.affine, dw_impl=cell.dw_impl,
+  return dict(ops=cell.ops, channels=cell.channels, affine=cell.affine, impl=cell.impl,
               partial_channels=cell.partial_channels, edge_loop=cell.edge_loop, remat=cell.remat_edges)
 
 
@@ -450,7 +449,9 @@ class Supernet(nn.Module):
   num_classes: int = 10
   stem_multiplier: int = 3
   affine: bool = False
-  dw_impl: str = "auto"
+  # How the ops are written (nasjax.nn.ops.Impl); conv "auto": canonical convolutions in scanned edges on
+  # CPU, XLA's elsewhere.
+  impl: Impl = Impl()
   partial_channels: int = 1
   edge_loop: str = "auto"
   # Recompute each edge's forward in the backward pass instead of storing its activations (see
@@ -485,7 +486,7 @@ class Supernet(nn.Module):
     c = self.channels
     reduction_prev = False
     pairs = cell_pairs(self.layers) if self.scan_cell_pairs else ()
-    fields = dict(affine=self.affine, dw_impl=self.dw_impl, partial_channels=self.partial_channels,
+    fields = dict(affine=self.affine, impl=self.impl, partial_channels=self.partial_channels,
                   edge_loop=self.edge_loop, remat_edges=self.remat_edges)
     i = 0
     while i < self.layers:

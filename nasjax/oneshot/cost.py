@@ -27,7 +27,7 @@ import numpy as np
 
 from nasjax.errors import NasjaxError
 from nasjax.nn.count import count_macs, count_params
-from nasjax.nn.ops import OpConfig, make_op
+from nasjax.nn.ops import XLA_IMPL, OpConfig, make_op
 from nasjax.nn.supernet import edge_endpoints, reduction_layers
 from nasjax.oneshot.method import CELL_TYPES
 
@@ -39,7 +39,7 @@ def op_cost(op: str, channels: int, stride: int, height: int, width: int, metric
   """Parameters or multiply-adds (one image) of ``op`` at ``channels`` on a ``height x width`` input."""
   if metric not in COST_METRICS:
     raise NasjaxError(f"unknown cost metric {metric!r}; accepted: {', '.join(COST_METRICS)}")
-  module = make_op(op, OpConfig(channels, stride, affine=True, dw_impl="grouped", conv_impl="xla"))
+  module = make_op(op, OpConfig(channels, stride, affine=True, impl=XLA_IMPL))
   x = jax.ShapeDtypeStruct((1, height, width, channels), jnp.float32)
   # Shapes only: nothing is initialised or run.
   variables = jax.eval_shape(lambda k, x: module.init(k, x, False), jax.random.key(0), x)

@@ -42,6 +42,7 @@ from nasjax import data as nasdata
 from nasjax.errors import NasjaxError
 from nasjax.estimators.weight_sharing import weight_sharing_estimator
 from nasjax.nn.init import init_variables
+from nasjax.nn.ops import Impl
 from nasjax.nn.supernet import Supernet
 from nasjax.oneshot import cost as arch_cost
 from nasjax.oneshot import derive
@@ -148,7 +149,7 @@ class Search:
     self.cfg, self.space = cfg, space
     self.method = make_method(cfg, space)
     self.net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
-                                  stem_multiplier=cfg.stem_multiplier, dw_impl=cfg.dw_impl,
+                                  stem_multiplier=cfg.stem_multiplier, impl=Impl(depthwise=cfg.dw_impl),
                                   partial_channels=self.method.partial_channels, edge_loop=cfg.edge_loop,
                                   remat_edges=cfg.remat_edges)
     self.input_shape, self.mean, self.std = input_shape, mean, std
