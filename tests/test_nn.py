@@ -426,3 +426,16 @@ def test_unknown_edge_loop_is_a_clear_error():
   w = {k: jnp.zeros((SMALL_E, SMALL_O)) for k in ("normal", "reduce")}
   with pytest.raises(NasjaxError, match="unknown edge loop 'vmap'"):
     net.init(jax.random.key(0), jnp.ones((1, 4, 4, 3)), w)
+
+
+def test_nb201_network_takes_the_impl_setting():
+  from nasjax.nn.nb201_network import NB201Network
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  arch = jnp.asarray([4, 4, 3, 4, 1, 4], jnp.int32)  # avg_pool_3x3 on most edges
+  outs = []
+  for impl in (ops.Impl(conv="xla"), ops.Impl(conv="xla", pool="window"), ops.Impl(conv="canonical", pool="shift")):
+    net = NB201Network(4, 1, 5, impl=impl)
+    v = net.init(jax.random.key(1), x, arch)
+    outs.append(net.apply(v, x, arch))
+  for out in outs[1:]:
+    np.testing.assert_allclose(out, outs[0], rtol=1e-5, atol=1e-5)

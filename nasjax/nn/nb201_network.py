@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.ops import OpConfig, batch_norm, conv, make_op
+from nasjax.nn.ops import Impl, OpConfig, batch_norm, conv, make_op
 from nasjax.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Space
 
 _EDGE_PREFIX = "edge_"
@@ -52,9 +52,10 @@ class NB201Edge(nn.Module):
   candidates: tuple[str, ...]
   channels: int
   affine: bool = True
+  impl: Impl = Impl(conv="xla")
 
   def setup(self):
-    config = OpConfig(self.channels, 1, self.affine)
+    config = OpConfig(self.channels, 1, self.affine, self.impl)
     # A dict attribute names the submodules ops_<op name>, the same in switch and stand-alone networks.
     self.ops = {name: make_op(name, config) for name in self.candidates}
 
@@ -74,6 +75,7 @@ class NB201Cell(nn.Module):
   channels: int
   affine: bool = True
   genotype: tuple[int, ...] | None = None
+  impl: Impl = Impl(conv="xla")
 
   @nn.compact
   def __call__(self, x, arch, train: bool):
@@ -84,7 +86,7 @@ class NB201Cell(nn.Module):
         if d != dst:
           continue
         candidates = NB201_OPS if self.genotype is None else (NB201_OPS[self.genotype[e]],)
-        y = NB201Edge(candidates, self.channels, self.affine, name=edge_name(src, dst))(
+        y = NB201Edge(candidates, self.channels, self.affine, self.impl, name=edge_name(src, dst))(
             nodes[src], None if arch is None else arch[e], train)
         total = y if total is None else total + y
       nodes.append(total)
@@ -95,11 +97,12 @@ class ResNetReduction(nn.Module):
   """The benchmark's stage transition: a stride-2 ResNet basic block with a pooled 1x1 shortcut."""
   features: int
   affine: bool = True
+  impl: Impl = Impl(conv="xla")
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = make_op("nor_conv_3x3", OpConfig(self.features, 2, self.affine))(x, train)
-    y = make_op("nor_conv_3x3", OpConfig(self.features, 1, self.affine))(y, train)
+    y = make_op("nor_conv_3x3", OpConfig(self.features, 2, self.affine, self.impl))(x, train)
+    y = make_op("nor_conv_3x3", OpConfig(self.features, 1, self.affine, self.impl))(y, train)
     shortcut = nn.avg_pool(x, (2, 2), (2, 2))
     return conv(self.features, (1, 1), name="shortcut_conv")(shortcut) + y
 
@@ -118,6 +121,8 @@ class NB201Network(nn.Module):
     affine: learnable BN scale and bias inside the cells' ops (the benchmark's trained networks: True).
     genotype: None for the switch network (``arch`` is an argument of ``__call__``), or the op indices of a
       fixed cell (a tuple of 6 ints in ``NB201Space`` encoding) for a stand-alone network.
+    impl: how the cells' ops are written (:class:`nasjax.nn.ops.Impl`; by default XLA's convolutions with
+      plain autodiff and the pooling form of the backend).
 
   Call as ``apply(variables, x, arch, train=...)`` (switch network; ``arch`` an int32[6] array, possibly a
   tracer; out-of-range op indices are clamped, as ``lax.switch`` does) or ``apply(variables, x,
@@ -128,6 +133,7 @@ class NB201Network(nn.Module):
   num_classes: int = 10
   affine: bool = True
   genotype: Any = None
+  impl: Impl = Impl(conv="xla")
 
   def _validate(self, x, arch):
     if self.channels < 1 or self.cells_per_stage < 0 or self.num_classes < 1:
@@ -159,9 +165,9 @@ class NB201Network(nn.Module):
     for stage in range(3):
       features = c * 2 ** stage
       if stage:
-        s = ResNetReduction(features, self.affine, name=f"reduction_{stage}")(s, train)
+        s = ResNetReduction(features, self.affine, self.impl, name=f"reduction_{stage}")(s, train)
       for i in range(self.cells_per_stage):
-        s = NB201Cell(features, self.affine, genotype, name=f"cell_{stage}_{i}")(s, arch, train)
+        s = NB201Cell(features, self.affine, genotype, self.impl, name=f"cell_{stage}_{i}")(s, arch, train)
     s = nn.relu(batch_norm(train, True, name="lastact_bn")(s))
     return nn.Dense(self.num_classes, name="classifier")(jnp.mean(s, axis=(1, 2)))
 
