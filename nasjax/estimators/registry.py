@@ -1,0 +1,701 @@
+"""Estimators by name: which estimator works on which space, its settings, and how it is built.
+
+A spec names an estimator the way the command line does:
+
+==================  =====================================================  ==========================
+spec                what it does                                           spaces
+==================  =====================================================  ==========================
+``train``           trains each candidate briefly from scratch              darts, nasnet, enas_micro,
+                    (validation accuracy); fidelity levels = epochs         nb201, macro, nas_rl
+``early_stopping``  trains with learning-curve early termination            same as ``train``
+                    (Domhan et al. 2015)
+``morphism``        warm-starts children from trained parents by network     macro, nas_rl
+                    morphisms (NASH / Net2Net)
+``weight_sharing``  trains the space's supernet with SPOS first, then        darts, nasnet, enas_micro
+                    scores each candidate under the shared weights
+``proxy:NAME,...``  a zero-cost proxy of the initialised network             nb201
+                    (synflow, grad_norm, snip, jacob_cov, naswot)
+``tabular:PATH``    a NAS-Bench-201 table lookup (``tabular`` alone reads    nb201
+                    ``$NASJAX_NB201_TABLE``)
+==================  =====================================================  ==========================
+
+Each estimator has one settings object, an ``ml_collections.ConfigDict`` from :func:`estimator_config`;
+its keys are what a user may change (the CLI turns every key into an option). :func:`check_combination`
+refuses, with one line saying what is accepted, every combination that cannot work (a space the estimator
+cannot evaluate, a multi-fidelity strategy with an estimator that has one fidelity level, ``vmap`` on an
+estimator that trains in a host loop, Ray on a stateful one) before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nasjax.errors import NasjaxError
+
+KINDS = ("train", "early_stopping", "morphism", "weight_sharing", "proxy", "tabular")
+TABLE_ENV = "NASJAX_NB201_TABLE"
+_ALIASES = {"early-stopping": "early_stopping", "earlystopping": "early_stopping",
+            "weight-sharing": "weight_sharing", "ws": "weight_sharing", "one_shot": "weight_sharing",
+            "zero_cost": "proxy", "nb201": "tabular", "table": "tabular"}
+# Families of spaces, told apart by what the space object offers (not by name, so custom spaces work).
+CELL, NB201, CHAIN, OTHER = "cell", "nb201", "chain", "other"
+_FAMILY_SPACES = {CELL: "darts, nasnet, enas_micro", NB201: "nb201", CHAIN: "macro, nas_rl"}
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "train": (CELL, NB201, CHAIN),
+    "early_stopping": (CELL, NB201, CHAIN),
+    "morphism": (CHAIN,),
+    "weight_sharing": (CELL,),
+    "proxy": (NB201,),
+    "tabular": (NB201,),
+}
+JITTABLE = {"train": False, "early_stopping": False, "morphism": False, "weight_sharing": True,
+            "proxy": True, "tabular": True}
+# Estimators whose result depends on the calls before them: a Ray worker would not see that state.
+STATEFUL = ("early_stopping", "morphism")
+FITNESS_KEYS = {"proxy": "score"}
+SPEC_SYNTAX = ("train, early_stopping, morphism, weight_sharing, proxy:NAME[,NAME] (NAME: {proxies}), "
+               "tabular:PATH (an NB201 table CSV; tabular alone reads ${env})")
+
+
+def _proxy_names() -> tuple[str, ...]:
+  from nasjax.estimators.proxies import PROXIES
+  return tuple(PROXIES)
+
+
+def accepted_specs() -> str:
+  """The accepted spec forms, for messages."""
+  return SPEC_SYNTAX.format(proxies=", ".join(_proxy_names()), env=TABLE_ENV)
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorSpec:
+  """A parsed spec: ``kind`` (one of :data:`KINDS`), the proxy ``names`` or the table ``path``."""
+  kind: str
+  names: tuple[str, ...] = ()
+  path: str | None = None
+
+  def __str__(self) -> str:
+    if self.kind == "proxy":
+      return "proxy:" + ",".join(self.names)
+    if self.kind == "tabular" and self.path:
+      return "tabular:" + self.path
+    return self.kind
+
+  @property
+  def jittable(self) -> bool:
+    return JITTABLE[self.kind]
+
+  @property
+  def fitness_key(self) -> str:
+    """The metric a search maximises for this estimator."""
+    return FITNESS_KEYS.get(self.kind, "accuracy")
+
+
+def parse_spec(spec: Any) -> EstimatorSpec:
+  """``"train"``, ``"proxy:synflow,naswot"``, ``"tabular:PATH"``, ... -> :class:`EstimatorSpec`."""
+  if isinstance(spec, EstimatorSpec):
+    return spec
+  if not isinstance(spec, str) or not spec.strip():
+    raise NasjaxError(f"an estimator spec (string) is required; accepted: {accepted_specs()}")
+  head, sep, arg = spec.strip().partition(":")
+  kind = head.strip().lower()
+  kind = _ALIASES.get(kind, kind.replace("-", "_"))
+  if kind not in KINDS:
+    raise NasjaxError(f"unknown estimator {spec!r}; accepted: {accepted_specs()}")
+  arg = arg.strip()
+  if kind == "proxy":
+    names = tuple(n.strip().lower().replace("-", "_") for n in arg.split(",") if n.strip())
+    proxies = _proxy_names()
+    unknown = [n for n in names if n not in proxies]
+    if not names or unknown:
+      what = f"unknown zero-cost proxy {', '.join(unknown)!r}" if unknown else "proxy needs a proxy name"
+      raise NasjaxError(f"{what}; write proxy:NAME[,NAME] with NAME among {', '.join(proxies)}")
+    if len(set(names)) != len(names):
+      raise NasjaxError(f"proxy names repeat in {spec!r}; name each proxy once")
+    return EstimatorSpec("proxy", names=names)
+  if kind == "tabular":
+    path = arg or os.environ.get(TABLE_ENV, "")
+    if not path:
+      raise NasjaxError(f"tabular needs the NB201 table: write tabular:PATH (the CSV described in "
+                        f"nasjax.estimators.tabular) or set ${TABLE_ENV}")
+    return EstimatorSpec("tabular", path=path)
+  if sep:
+    raise NasjaxError(f"estimator {kind!r} takes no ':' argument (got {spec!r}); accepted: {accepted_specs()}")
+  return EstimatorSpec(kind)
+
+
+# ---------------------------------------------------------------------------------------------- spaces
+def space_family(space: Any) -> str:
+  """``cell`` (DARTS-like cell spaces with a supernet), ``nb201``, ``chain`` (macro, NAS-RL) or ``other``."""
+  from nasjax.spaces.macro import MacroSpace
+  from nasjax.spaces.nb201 import NB201Space
+  if isinstance(space, NB201Space):
+    return NB201
+  if isinstance(space, MacroSpace):
+    return CHAIN
+  if hasattr(space, "edge_ops") and hasattr(space, "decode") and hasattr(space, "supernet_ops"):
+    return CELL
+  return OTHER
+
+
+def supports(kind: str, space: Any) -> bool:
+  """Whether estimator ``kind`` evaluates architectures of ``space``."""
+  family = space_family(space)
+  if family in SUPPORTED[kind]:
+    return True
+  if kind == "weight_sharing" and family != OTHER:
+    # Any space whose supernet the one-shot code can train with SPOS (NB201 once it has one).
+    from nasjax.oneshot.spos import spos
+    try:
+      spos(space)
+    except NasjaxError:
+      return False
+    return True
+  return False
+
+
+def estimators_for(space: Any) -> tuple[str, ...]:
+  """The estimator kinds that can evaluate architectures of ``space``."""
+  return tuple(k for k in KINDS if supports(k, space))
+
+
+def _spaces_of(kind: str) -> str:
+  return ", ".join(_FAMILY_SPACES[f] for f in SUPPORTED[kind])
+
+
+def _space_name(space: Any) -> str:
+  return getattr(space, "name", type(space).__name__)
+
+
+def fidelity_kinds() -> str:
+  return "train (levels are epochs) or tabular with the 12-epoch supplement (--supplement FILE)"
+
+
+def check_combination(spec: Any, space: Any, *, strategy: Any = None, executor: Any = None) -> EstimatorSpec:
+  """Refuses a combination that cannot work, with one line naming what is accepted.
+
+  Checks that the estimator evaluates ``space``, that a multi-fidelity ``strategy`` (a Strategy or its
+  ``num_fidelities``) meets an estimator with fidelity levels, and that ``executor`` (a name) can run it.
+  Returns the parsed spec.
+  """
+  spec = parse_spec(spec)
+  name = _space_name(space)
+  if not supports(spec.kind, space):
+    usable = estimators_for(space)
+    if usable:
+      also = f"; for {name} use: {', '.join(_spec_examples(usable))}"
+    else:
+      also = f"; no estimator evaluates {name} architectures yet (nasjax builds no network for that space)"
+    raise NasjaxError(f"estimator {spec.kind} does not work on space {name!r}: it accepts the spaces "
+                      f"{_spaces_of(spec.kind)}{also}")
+  num_levels = strategy if isinstance(strategy, int) else getattr(strategy, "num_fidelities", 1)
+  if num_levels > 1 and spec.kind not in ("train", "tabular"):
+    strategy_name = getattr(strategy, "name", "this strategy")
+    raise NasjaxError(f"strategy {strategy_name} is multi-fidelity and needs an estimator with fidelity "
+                      f"levels: {fidelity_kinds()}; {spec.kind} has one level")
+  if executor is not None and not isinstance(executor, str):
+    return spec  # an executor object: the caller's business
+  if executor == "vmap" and not spec.jittable:
+    raise NasjaxError(f"executor vmap needs a jittable estimator (weight_sharing, proxy, tabular); {spec.kind} "
+                      "trains in a host loop: use executor auto, serial or ray")
+  if executor == "ray" and spec.kind in STATEFUL:
+    raise NasjaxError(f"executor ray cannot run {spec.kind}: it is stateful (each result depends on the ones "
+                      "before it, which a Ray worker does not see); use executor auto or serial")
+  return spec
+
+
+def _spec_examples(kinds) -> list[str]:
+  examples = {"proxy": "proxy:synflow", "tabular": "tabular:PATH"}
+  return [examples.get(k, k) for k in kinds]
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def estimator_config(spec: Any, space: Any, *, preset: str = "demo") -> ml_collections.ConfigDict:
+  """The settings of ``spec`` on ``space``: every key is meaningful for that estimator and settable.
+
+  ``preset`` matters for ``weight_sharing`` only: ``"demo"`` (a minutes-long CPU supernet training) or
+  ``"paper"`` (SPOS on the DARTS CIFAR-10 search setting).
+  """
+  spec = check_combination(spec, space)
+  family = space_family(space)
+  if spec.kind in ("train", "early_stopping"):
+    from nasjax.estimators.train import short_training_config
+    cfg = short_training_config()
+    if family == NB201:
+      del cfg["layers"]
+      cfg.cells_per_stage = 1  # the benchmark's network has 5 per stage; one keeps a CPU search short
+    elif family == CHAIN:
+      del cfg["layers"], cfg["channels"]  # the architecture fixes every layer's width
+    if spec.kind == "early_stopping":
+      # Stop a run once P(final accuracy > best so far) < threshold, checked from min_epochs on
+      # (0: the curve model's default, max(5, epochs // 10)).
+      cfg.update(epochs=8, threshold=0.05, min_epochs=0, check_every=1)
+    return cfg
+  if spec.kind == "morphism":
+    from nasjax.estimators.morphism import morphism_training_config
+    cfg = morphism_training_config()
+    del cfg["layers"], cfg["channels"]
+    cfg.archive_size = 64
+    return cfg
+  if spec.kind == "weight_sharing":
+    from nasjax import oneshot
+    if preset not in ("demo", "paper"):
+      raise NasjaxError(f"unknown preset {preset!r}; accepted: demo, paper")
+    cfg = oneshot.demo_search_config("spos") if preset == "demo" else oneshot.search_config("spos")
+    cfg.space = _space_name(space)
+    # The discrete strategy ranks the candidates, not SPOS's own random sample.
+    del cfg["rank_samples"]
+    return cfg
+  if spec.kind == "proxy":
+    # The network the proxies score: NAS-Bench-201's (16 channels, 5 cells per stage) on one batch.
+    return ml_collections.ConfigDict(dict(batch_size=64, channels=16, cells_per_stage=5, seed=0))
+  # tabular
+  return ml_collections.ConfigDict(dict(fitness="c10valid_valid_acc", seed_noise=False, supplement="", seed=0))
+
+
+def uses_workdir(spec: Any) -> bool:
+  """Whether :func:`build_estimator` writes to or reads from the search's directory (a supernet's
+  checkpoints, a morphism archive, the log an early-stopping estimator resumes from)."""
+  return parse_spec(spec).kind in ("weight_sharing", "morphism", "early_stopping")
+
+
+def needs_data(spec: Any) -> bool:
+  """Whether building the estimator reads the image data (a table lookup does not)."""
+  return parse_spec(spec).kind != "tabular"
+
+
+# ---------------------------------------------------------------------------------------------- fidelity
+def geometric_epochs(epochs: int, eta: int = 3) -> tuple[int, ...]:
+  """Epoch counts ``round(epochs / eta**k)`` (at least 1), distinct and increasing, up to ``epochs``:
+  ``(1, 3, 9)`` for 9 epochs and eta 3, ``(1, 2)`` for 2."""
+  if int(epochs) < 1:
+    raise NasjaxError(f"epochs must be positive, got {epochs!r}")
+  levels = {int(epochs)}
+  k = 1
+  while epochs / eta ** (k - 1) > 1:
+    levels.add(max(1, int(round(epochs / eta ** k))))
+    k += 1
+  return tuple(sorted(levels))
+
+
+def fidelity_resources(spec: Any, cfg, *, eta: int = 3, resources: Any = None) -> tuple[float, ...]:
+  """The resource of each fidelity level the estimator offers, lowest first (the strategy's
+  ``resources``): epochs for ``train`` (geometric up to ``cfg.epochs``, or the integers given), the
+  table's (12, 200) epochs for ``tabular`` with its supplement. Refuses estimators without levels."""
+  spec = parse_spec(spec)
+  if spec.kind == "train":
+    if resources is not None:
+      epochs = _epoch_levels(resources)
+    else:
+      epochs = geometric_epochs(int(cfg.epochs), int(eta))
+      if len(epochs) < 2:
+        raise NasjaxError(f"a multi-fidelity strategy needs at least 2 fidelity levels; with epochs="
+                          f"{cfg.epochs} the train estimator has one: set --epochs 2 or more (the levels are "
+                          f"epochs / eta**k, e.g. --epochs {eta ** 2} gives {geometric_epochs(eta ** 2, eta)}) "
+                          "or give --strategy-option resources=[E1,E2,...]")
+    return tuple(float(e) for e in epochs)
+  if spec.kind == "tabular":
+    from nasjax.estimators.tabular import FULL_EPOCHS, LOW_EPOCHS
+    if not cfg.supplement:
+      raise NasjaxError("tabular has one fidelity level (200 epochs) unless --supplement FILE gives the "
+                        "12-epoch supplement; a multi-fidelity strategy needs it")
+    levels = (float(LOW_EPOCHS), float(FULL_EPOCHS))
+    if resources is not None and len(tuple(resources)) != len(levels):
+      raise NasjaxError(f"tabular has the fidelity levels {levels} (epochs); resources must have "
+                        f"{len(levels)} entries, got {list(resources)!r}")
+    return tuple(float(r) for r in resources) if resources is not None else levels
+  raise NasjaxError(f"estimator {spec.kind} has one fidelity level; a multi-fidelity strategy needs "
+                    f"{fidelity_kinds()}")
+
+
+def _epoch_levels(resources: Any) -> tuple[int, ...]:
+  try:
+    values = [float(r) for r in resources]
+  except (TypeError, ValueError):
+    values = []
+  if (not values or any(not math.isfinite(v) or v < 1 or v != int(v) for v in values)
+      or any(b <= a for a, b in zip(values, values[1:]))):
+    raise NasjaxError(f"with the train estimator, resources are epoch counts: increasing integers >= 1, "
+                      f"e.g. [1,3,9]; got {resources!r}")
+  return tuple(int(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------------- build
+def build_estimator(spec: Any, space: Any, dataset: Any, cfg, *, num_candidates: int | None = None,
+                    fidelity_resources: tuple[float, ...] | None = None, workdir: str | None = None,
+                    show_progress: bool = False, mesh=None):
+  """The estimator of ``spec`` over ``space`` (see the module docstring), ready for ``search.run``.
+
+  Args:
+    spec: a spec string or :class:`EstimatorSpec`.
+    space: a search space; ``dataset``: a :class:`nasjax.data.Dataset` (None for ``tabular``).
+    cfg: the estimator's settings (:func:`estimator_config`, possibly changed).
+    num_candidates: how many evaluations the search will ask (a training estimator picks its fastest
+      program with it).
+    fidelity_resources: the resource of each fidelity level when a multi-fidelity strategy drives the
+      search (:func:`fidelity_resources`); None for one level.
+    workdir: the search's directory. ``weight_sharing`` trains (and checkpoints) its supernet in
+      ``workdir/supernet``; ``early_stopping`` and ``morphism`` restore the state a resumed search needs.
+    show_progress, mesh: progress bars, and the device mesh of training estimators.
+  """
+  spec = check_combination(spec, space, strategy=len(fidelity_resources) if fidelity_resources else 1)
+  if spec.kind != "tabular" and dataset is None:
+    raise NasjaxError(f"estimator {spec.kind} needs a data set")
+  family = space_family(space)
+  if spec.kind == "train":
+    epochs = tuple(int(r) for r in fidelity_resources) if fidelity_resources else None
+    if epochs is not None:
+      _epoch_levels(epochs)
+    if family == CELL:
+      return _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, epochs)
+    return NetworkTrainingEstimator(_network_builder(space, dataset, cfg, shared=True), dataset, cfg,
+                                    mesh=mesh, fidelity_epochs=epochs)
+  if spec.kind == "early_stopping":
+    return _early_stopping(space, dataset, cfg, mesh, workdir)
+  if spec.kind == "morphism":
+    return _morphism(space, dataset, cfg, mesh, workdir)
+  if spec.kind == "weight_sharing":
+    return _weight_sharing(space, dataset, cfg, workdir, show_progress, mesh)
+  if spec.kind == "proxy":
+    return _proxy(spec, space, dataset, cfg)
+  return _tabular(spec, cfg, fidelity_resources)
+
+
+def _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, epochs):
+  from nasjax.estimators.train import ShortTrainingEstimator
+  kwargs = {"fidelity_epochs": epochs}
+  params = inspect.signature(ShortTrainingEstimator).parameters
+  if "num_candidates" in params:  # the compile-once estimator chooses its program for this many
+    kwargs.update(model="auto", num_candidates=num_candidates)
+  return ShortTrainingEstimator(space, dataset, cfg, mesh=mesh, show_progress=show_progress, **kwargs)
+
+
+@dataclasses.dataclass
+class Model:
+  """One candidate's model for the training loop of :mod:`nasjax.train`."""
+  init: Callable[[jax.Array], dict]   # key -> variables
+  model_fn: Callable                  # the model_fn contract of nasjax.train
+  extra: Any                          # the train state's ``extra`` (the architecture of a switch network)
+  params: int                         # parameters of the stand-alone network
+  shared: bool = False                # the same model_fn serves every candidate (one compiled program)
+
+
+def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarray], Model]:
+  """``arch -> Model`` for ``space``. ``shared``: one program for every candidate where the space has a
+  network that takes the architecture as an array (NB201's switch network); else each its own."""
+  family = space_family(space)
+  sample = jnp.zeros((2,) + tuple(dataset.input_shape), jnp.float32)
+  if family == NB201:
+    from nasjax.nn.nb201_network import NB201Network
+    if shared:
+      net = NB201Network(cfg.channels, cfg.cells_per_stage, dataset.num_classes)
+      model_fn = _nb201_switch_model_fn(net)
+      zero_arch = jnp.zeros(6, jnp.int32)
+
+      def init_switch(key):
+        return net.init(key, sample, zero_arch, train=False)
+
+      return lambda arch: Model(init_switch, model_fn, jnp.asarray(arch, jnp.int32),
+                                int(net.count_params_for(arch)), shared=True)
+
+    def nb201_model(arch):
+      standalone = NB201Network(cfg.channels, cfg.cells_per_stage, dataset.num_classes,
+                                genotype=tuple(int(v) for v in arch))
+      return Model(lambda key: standalone.init(key, sample, train=False), _plain_model_fn(standalone), None,
+                   int(standalone.count_params_for(arch)))
+    return nb201_model
+  if family == CHAIN:
+    from nasjax.nn.chain_network import chain_model_fn, chain_network, init_variables
+
+    def chain_model(arch):
+      network = chain_network(space, arch, dataset.num_classes, dataset.input_shape)
+      shapes = jax.eval_shape(lambda k: init_variables(network, k), jax.random.key(0))
+      return Model(lambda key: init_variables(network, key), chain_model_fn(network), None,
+                   _count(shapes["params"]))
+    return chain_model
+  if family == CELL:
+    from nasjax.nn.network import Network
+    from nasjax.train import network_model_fn
+
+    def cell_model(arch):
+      network = Network(space.decode(np.asarray(arch)), cfg.channels, cfg.layers, dataset.num_classes,
+                        auxiliary=False)
+      init = lambda key: network.init({"params": key, "dropout": key}, sample)  # noqa: E731
+      shapes = jax.eval_shape(init, jax.random.key(0))
+      return Model(init, network_model_fn(network), None, _count(shapes["params"]))
+    return cell_model
+  raise NasjaxError(f"nasjax builds no network for space {_space_name(space)!r}")
+
+
+def _count(params) -> int:
+  return int(sum(np.prod(np.shape(v)) for v in jax.tree_util.tree_leaves(params)))
+
+
+def _plain_model_fn(network):
+  """model_fn of a module called as ``apply(variables, x, train=...)`` returning logits."""
+  def model_fn(variables, x, *, train, rng, drop_path_prob, extra):
+    del rng, drop_path_prob, extra
+    if not train:
+      return network.apply(variables, x, train=False), None, variables.get("batch_stats", {})
+    logits, updates = network.apply(variables, x, train=True, mutable=["batch_stats"])
+    return logits, None, updates["batch_stats"]
+  return model_fn
+
+
+def _nb201_switch_model_fn(net):
+  """model_fn of NB201's switch network; the architecture is the train state's ``extra``."""
+  def model_fn(variables, x, *, train, rng, drop_path_prob, extra):
+    del rng, drop_path_prob
+    if not train:
+      return net.apply(variables, x, extra, train=False), None, variables["batch_stats"]
+    logits, updates = net.apply(variables, x, extra, train=True, mutable=["batch_stats"])
+    return logits, None, updates["batch_stats"]
+  return model_fn
+
+
+class NetworkTrainingEstimator:
+  """``estimator(arch, key, fidelity=None) -> metrics``: a short training from scratch for spaces other
+  than the cell spaces (NB201, macro, NAS-RL), on the training loop of :mod:`nasjax.train`.
+
+  NB201 trains its switch network (the architecture is an array in the train state), so every candidate
+  shares one compiled step per fidelity level; a chain network's shapes depend on its architecture, so
+  each candidate compiles its own. ``fidelity_epochs`` gives the epochs of each fidelity level; each
+  level's learning-rate schedule spans its own epochs. Reports the validation accuracy (a fraction) of
+  the stratified split ``cfg.valid_fraction`` of the training images.
+  """
+  jittable = False
+  name = "train"
+
+  def __init__(self, builder: Callable[[np.ndarray], Model], dataset, cfg, *, mesh=None,
+               fidelity_epochs: tuple[int, ...] | None = None):
+    from nasjax import data as nasdata
+    from nasjax.estimators.train import estimation_splits
+    self.builder = builder
+    self.dataset = dataset
+    self.cfg = cfg
+    self.fidelity_epochs = tuple(fidelity_epochs) if fidelity_epochs else None
+    self.data = estimation_splits(dataset, cfg)
+    self.mesh = mesh or nasdata.data_mesh()
+    self.steps_per_epoch = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size).steps_per_epoch
+    self._programs: dict = {}
+
+  @property
+  def num_fidelities(self) -> int:
+    return len(self.fidelity_epochs) if self.fidelity_epochs else 1
+
+  def _steps(self, model: Model, cfg):
+    """(optimizer, train step, eval step); a shared model keeps one compiled pair per epoch count."""
+    from nasjax.train import make_eval_step, make_optimizer, make_train_step
+    if model.shared and cfg.epochs in self._programs:
+      return self._programs[cfg.epochs]
+    tx = make_optimizer(cfg, self.steps_per_epoch)
+    steps = (tx, make_train_step(model.model_fn, tx, cfg, self.dataset.mean, self.dataset.std),
+             make_eval_step(model.model_fn, self.dataset.mean, self.dataset.std))
+    if model.shared:
+      self._programs[cfg.epochs] = steps
+    return steps
+
+  def __call__(self, arch, key, fidelity=None) -> dict:
+    from nasjax import data as nasdata
+    from nasjax.train import evaluate, init_state, run_epochs
+    t0 = time.perf_counter()
+    arch = np.asarray(arch)
+    cfg = self.cfg.copy_and_resolve_references()
+    cfg.seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    if fidelity is not None:
+      if self.fidelity_epochs is None:
+        raise NasjaxError("this estimator has no fidelity levels; build it with fidelity_epochs=(...)")
+      level = int(fidelity)
+      if not 0 <= level < len(self.fidelity_epochs):
+        raise NasjaxError(f"fidelity level {level} outside 0..{len(self.fidelity_epochs) - 1}")
+      cfg.epochs = self.fidelity_epochs[level]
+    model = self.builder(arch)
+    tx, train_step, eval_step = self._steps(model, cfg)
+    state = nasdata.replicate(init_state(model.init, tx, cfg.seed, extra=model.extra), self.mesh)
+    batcher = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size, seed=cfg.seed)
+    state, history = run_epochs(train_step, None, state, batcher, cfg, self.mesh, show_progress=False)
+    valid = evaluate(eval_step, state, self.data[2], self.data[3], cfg.eval_batch_size, self.mesh)
+    acc = valid["accuracy"]
+    return {"accuracy": float(acc) if np.isfinite(acc) else float("nan"), "loss": float(valid["loss"]),
+            "train_loss": history[-1]["train_loss"], "params": model.params,
+            "cost_s": time.perf_counter() - t0, "epochs": cfg.epochs}
+
+
+def _early_stopping(space, dataset, cfg, mesh, workdir):
+  from nasjax.estimators.curves import EarlyStoppingEstimator, make_epoch_fn
+  from nasjax.estimators.train import estimation_splits
+  from nasjax.train import init_key
+  builder = _network_builder(space, dataset, cfg, shared=False)
+  x_tr, y_tr, x_va, y_va = estimation_splits(dataset, cfg)
+
+  def make_run(arch, key):
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    model = builder(np.asarray(arch))
+    variables = jax.jit(model.init)(init_key(seed))
+    run_cfg = cfg.copy_and_resolve_references()
+    run_cfg.seed = seed
+    return make_epoch_fn(model.model_fn, variables, run_cfg, x_tr, y_tr, x_va, y_va, mean=dataset.mean,
+                         std=dataset.std, seed=seed, mesh=mesh)
+
+  estimator = EarlyStoppingEstimator(make_run, cfg.epochs, threshold=cfg.threshold,
+                                     min_epochs=cfg.min_epochs or None, check_every=cfg.check_every)
+  log = os.path.join(workdir, "evaluations.jsonl") if workdir else None
+  if log and os.path.exists(log):
+    estimator.restore(log)  # a resumed search continues from the best accuracy it had reached
+  return estimator
+
+
+class _SavedMorphism:
+  """A MorphismEstimator whose archive of trained parents is saved after every evaluation and loaded on
+  resume, so a resumed search warm-starts its children exactly as the uninterrupted one did."""
+  jittable = False
+  num_fidelities = 1
+  name = "morphism"
+
+  def __init__(self, estimator, path: str):
+    self.estimator, self.path = estimator, path
+    if os.path.exists(path):
+      estimator.load(path)
+
+  def __call__(self, arch, key) -> dict:
+    metrics = self.estimator(arch, key)
+    tmp = self.path + ".tmp"
+    self.estimator.save(tmp)
+    os.replace(tmp, self.path)
+    return metrics
+
+
+def _morphism(space, dataset, cfg, mesh, workdir):
+  from nasjax.estimators.morphism import MorphismEstimator
+  estimator = MorphismEstimator(space, dataset, cfg, mesh=mesh, archive_size=int(cfg.archive_size))
+  if workdir:
+    os.makedirs(workdir, exist_ok=True)
+    return _SavedMorphism(estimator, os.path.join(workdir, "morphism_archive.msgpack"))
+  return estimator
+
+
+def _weight_sharing(space, dataset, cfg, workdir, show_progress, mesh):
+  """SPOS-trains the supernet of ``space`` (checkpointed in ``workdir/supernet``; a rerun resumes or
+  reuses it), then returns the weight-sharing estimator over the trained variables."""
+  from nasjax import data as nasdata
+  from nasjax import oneshot
+  from nasjax.estimators.weight_sharing import weight_sharing_estimator
+  from nasjax.oneshot.search import cached_search
+  from nasjax.parallel.distributed import to_host
+  run_cfg = cfg.copy_and_resolve_references()
+  run_cfg.method = "spos"
+  run_cfg.rank_samples = 1  # run_search's own ranking; the discrete strategy does the real one
+  result = oneshot.run_search(run_cfg, space, dataset, show_progress=show_progress, mesh=mesh,
+                              workdir=os.path.join(workdir, "supernet") if workdir else None)
+  # The split and the Search (with its supernet module) that run_search used, rebuilt from the settings.
+  x, y = dataset.x_train, dataset.y_train
+  if run_cfg.train_subset:
+    x, y = nasdata.subset(x, y, run_cfg.train_subset, run_cfg.seed)
+  xt, yt, xv, yv = nasdata.train_valid_split(x, y, run_cfg.valid_fraction, run_cfg.seed)
+  steps = min(nasdata.Batcher(xt, yt, run_cfg.batch_size).steps_per_epoch,
+              nasdata.Batcher(xv, yv, run_cfg.batch_size).steps_per_epoch)
+  search = cached_search(run_cfg, space, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std,
+                         steps, mesh)
+  variables = to_host({"params": result["state"]["params"], "batch_stats": result["state"]["batch_stats"]})
+
+  def batches(x, y):
+    n = min(len(x), run_cfg.rank_batches * run_cfg.batch_size) // run_cfg.batch_size * run_cfg.batch_size
+    if n == 0:
+      raise NasjaxError(f"weight sharing needs at least one batch of {run_cfg.batch_size} images per split; "
+                        f"got {len(x)}")
+    images = nasdata.normalize(jnp.asarray(x[:n], jnp.float32), dataset.mean, dataset.std)
+    return (images.reshape(n // run_cfg.batch_size, run_cfg.batch_size, *images.shape[1:]),
+            jnp.asarray(y[:n], jnp.int32).reshape(n // run_cfg.batch_size, run_cfg.batch_size))
+
+  train_batches, valid_batches = batches(xt, yt), batches(xv, yv)
+  checked = weight_sharing_estimator(space, search.net, variables, train_batches, valid_batches)
+  return _vmappable_weight_sharing(checked, space, search.net, variables, train_batches, valid_batches)
+
+
+def _vmappable_weight_sharing(checked, space, supernet, variables, train_batches, valid_batches):
+  """The same function as ``checked`` (weight_sharing_estimator's), callable inside ``jit(vmap(...))``.
+
+  weight_sharing_estimator jits its body with XLA:CPU compile options, and JAX accepts those on a
+  top-level jit only, so the VmapExecutor's ``jit(vmap(estimator))`` fails on CPU with it. This one
+  jits the same pure body (shared_weight_metrics) without options.
+  TODO: drop once weight_sharing_estimator's inner jit no longer carries compiler options.
+  """
+  from nasjax.estimators.base import as_estimator
+  from nasjax.estimators.weight_sharing import shared_weight_metrics, stack_batches
+  from nasjax.spaces.nb201 import NB201Space
+  to_arch = (lambda a: jnp.asarray(a, jnp.int32)) if isinstance(space, NB201Space) else space.edge_ops
+  train_images, _ = stack_batches(train_batches, need_labels=False, what="train_batches")
+  valid_images, valid_labels = stack_batches(valid_batches, need_labels=True, what="valid_batches")
+
+  @jax.jit
+  def run(variables, arch, train_images, valid_images, valid_labels):
+    return shared_weight_metrics(supernet, variables, to_arch(arch), train_images, valid_images, valid_labels)
+
+  def estimate(arch, key):
+    del key  # deterministic, as checked's
+    return run(variables, arch, train_images, valid_images, valid_labels)
+
+  del checked  # built only for its input checks
+  return as_estimator(estimate, jittable=True, name="weight_sharing")
+
+
+def _proxy(spec, space, dataset, cfg):
+  from nasjax import data as nasdata
+  from nasjax.estimators.proxies import proxy_estimator
+  if cfg.batch_size < 2:
+    raise NasjaxError(f"batch_size must be at least 2 for a proxy's batch, got {cfg.batch_size}")
+  x, y = nasdata.subset(dataset.x_train, dataset.y_train, min(cfg.batch_size, len(dataset.x_train)), cfg.seed)
+  images = nasdata.normalize(jnp.asarray(x, jnp.float32), dataset.mean, dataset.std)
+  return proxy_estimator(space, spec.names, (images, jnp.asarray(y, jnp.int32)), channels=cfg.channels,
+                         cells_per_stage=cfg.cells_per_stage, num_classes=dataset.num_classes)
+
+
+def _tabular(spec, cfg, fidelity_resources):
+  from nasjax.estimators.tabular import NB201TabularEstimator, load_nb201_table
+  table = load_nb201_table(spec.path, cfg.supplement or None)
+  estimator = NB201TabularEstimator(table, cfg.fitness, seed_noise=bool(cfg.seed_noise),
+                                    low_fidelity=bool(fidelity_resources))
+  if fidelity_resources and len(fidelity_resources) != estimator.num_fidelities:
+    raise NasjaxError(f"the table offers {estimator.num_fidelities} fidelity level(s); the strategy asks for "
+                      f"{len(fidelity_resources)}")
+  return estimator
+
+
+def file_sha256(path: str) -> str:
+  """The content hash a search identity records for a data file, so a resume finds the same table by
+  any path and refuses another one."""
+  digest = hashlib.sha256()
+  try:
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+  except OSError as e:
+    raise NasjaxError(f"cannot read {path}: {e.strerror or e}") from None
+  return digest.hexdigest()
+
+
+def identity(spec: Any, cfg) -> dict:
+  """What of the estimator a resumed search must match: the spec, and the table's content for tabular."""
+  spec = parse_spec(spec)
+  out = {"estimator": spec.kind if spec.kind == "tabular" else str(spec)}
+  if spec.kind == "tabular":
+    out["table_sha256"] = file_sha256(spec.path) if os.path.isfile(spec.path) else None
+    if cfg.supplement:
+      out["supplement_sha256"] = file_sha256(cfg.supplement) if os.path.isfile(cfg.supplement) else None
+  return out
+
+
+__all__ = ["KINDS", "EstimatorSpec", "NetworkTrainingEstimator", "accepted_specs", "build_estimator",
+           "check_combination", "estimator_config", "estimators_for", "fidelity_resources", "geometric_epochs",
+           "identity", "needs_data", "parse_spec", "space_family", "supports", "uses_workdir"]
