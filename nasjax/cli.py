@@ -1,13 +1,18 @@
 """The ``nasjax`` command: search, train, eval, info. Kept thin; the work is in the library.
 
 ``nasjax search`` with no arguments runs the embedded demo: random search over DARTS cells, each candidate
-trained briefly on the bundled Fashion-MNIST subset. Every command writes ``--out DIR/result.json`` and
-never overwrites a finished result; user mistakes print one ``error:`` line and exit with status 2.
+trained briefly on the bundled Fashion-MNIST subset. A discrete search is ``--space`` x ``--strategy``
+(:mod:`nasjax.strategies`) x ``--estimator`` (:mod:`nasjax.estimators.registry`, which also says which
+combinations work) x ``--executor``; ``--method`` runs a one-shot method (:mod:`nasjax.oneshot`). Settings
+come from one mechanism: every key of the command's config is an option (:mod:`nasjax.utils.config_args`).
+Every command writes ``--out DIR/result.json`` and never overwrites a finished result; user mistakes print
+one ``error:`` line and exit with status 2, before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -125,30 +130,28 @@ def cmd_info(args) -> dict:
                   "usually mean these); flops = 2 * macs"}
 
 
-def _override(cfg, args, fields):
-  """The config with every option among ``fields`` that the command line set (None = not given)."""
-  for field in fields:
-    value = getattr(args, field, None)
-    if value is not None:
-      cfg[field] = value
+def _overrides(cfg, args, what: str):
+  """Sets the options the command line gave for keys of ``cfg`` (every key is an option; see
+  :mod:`nasjax.utils.config_args`)."""
+  from nasjax.utils.config_args import apply_overrides
+  apply_overrides(cfg, getattr(args, "overrides", []), what=what)
   return cfg
 
 
 def _train_config(args):
   from nasjax import train
   cfg = train.demo_config() if args.config == "demo" else train.darts_eval_config()
-  return _override(cfg, args, ("epochs", "batch_size", "channels", "layers", "seed", "learning_rate",
-                                "cutout", "drop_path", "train_subset", "auxiliary", "flip"))
+  return _overrides(cfg, args, f"nasjax train --config {args.config}")
 
 
 def cmd_train(args) -> dict:
   from nasjax import data, train
-  result_path = _prepare_out(args.out, args.force, resumable=True)
-  space, arch, genotype = resolve_genotype(args.genotype)
-  dataset = data.load_dataset(args.data, args.data_dir)
   cfg = _train_config(args)
-  if args.flip is not None:
-    cfg.flip = args.flip
+  if args.show_config:
+    return _show_config(cfg)
+  space, arch, genotype = resolve_genotype(args.genotype)
+  result_path = _prepare_out(args.out, args.force, resumable=True)
+  dataset = data.load_dataset(args.data, args.data_dir)
   # train_genotype adds the data's content fingerprint: the same file by another path still resumes.
   identity = {"genotype": genotype.to_string(), "config": train.config_to_dict(cfg)}
   fit = train.train_genotype(genotype, dataset, cfg, workdir=args.out, show_progress=not args.quiet,
@@ -198,45 +201,146 @@ def cmd_eval(args) -> dict:
 
 
 ONESHOT_METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos")
-# Strategies that evaluate every architecture at full fidelity; the multi-fidelity ones need an
-# estimator with a fidelity axis (see nasjax.estimators), which this command does not build.
-DISCRETE_METHODS = ("random", "regularized_evolution", "evolution", "local_search", "bayesopt", "bo",
-                    "reinforce")
+SEARCH_DEFAULTS = {"strategy": "random", "estimator": "train", "executor": "auto", "num_archs": 4}
+
+
+def _show_config(cfg) -> dict:
+  """``--show-config``: the settings (every key is an option) are printed, nothing is run or written."""
+  return {"command": "show-config", "config": cfg.to_dict(), "_no_result": True}
+
+
+def _positive_count(text, option: str) -> int:
+  try:
+    value = int(str(text))
+  except ValueError:
+    value = None
+  if value is None or value < 1:
+    raise NasjaxError(f"{option} must be a positive integer, got {text!r}")
+  return value
+
+
+def _strategy_options(items) -> dict:
+  """``KEY=VALUE`` pairs (VALUE read as JSON where it parses, else as text), validated later by the
+  strategy itself."""
+  options = {}
+  for item in items or ():
+    key, eq, value = item.partition("=")
+    key = key.strip().replace("-", "_")
+    if not eq or not key:
+      raise NasjaxError(f"--strategy-option takes KEY=VALUE (e.g. population_size=20 or resources=[1,3,9]); "
+                        f"got {item!r}")
+    try:
+      options[key] = json.loads(value)
+    except json.JSONDecodeError:
+      options[key] = value
+  return options
+
+
+def _search_mode(args) -> str:
+  """``"oneshot"`` for a one-shot --method, else ``"discrete"`` (--method NAME is then --strategy NAME)."""
+  method = args.method
+  if method is not None and method.strip().lower() in ONESHOT_METHODS:
+    given = [o for o, v in (("--strategy", args.strategy), ("--estimator", args.estimator),
+                            ("--executor", args.executor), ("--strategy-option", args.strategy_option),
+                            ("--num-archs", args.num_archs)) if v is not None]
+    if given:
+      raise NasjaxError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for discrete search; "
+                        f"--method {method} is a one-shot "
+                        f"method (for SPOS weights ranked by a strategy, use --strategy NAME --estimator "
+                        "weight_sharing)")
+    return "oneshot"
+  return "discrete"
+
+
+def _discrete_strategy(args, space, options: dict):
+  """The strategy of --strategy (or --method, its older spelling), built with its options."""
+  from nasjax import strategies
+  if args.method is not None:
+    try:
+      by_method = strategies.get_strategy(args.method, space, **options)
+    except NasjaxError as e:
+      if "unknown strategy" not in str(e):
+        raise
+      raise NasjaxError(f"unknown search method {args.method!r}; accepted: one-shot {', '.join(ONESHOT_METHODS)}; "
+                        f"discrete (same as --strategy) {', '.join(strategies.STRATEGY_NAMES)}") from None
+    if args.strategy is None:
+      return args.method, by_method
+    if strategies.get_strategy(args.strategy, space, **options).name != by_method.name:
+      raise NasjaxError(f"--method {args.method} and --strategy {args.strategy} disagree; give --strategy alone")
+  name = args.strategy or SEARCH_DEFAULTS["strategy"]
+  return name, strategies.get_strategy(name, space, **options)
 
 
 def cmd_search(args) -> dict:
-  if args.method in ONESHOT_METHODS:
+  if _search_mode(args) == "oneshot":
     return cmd_search_oneshot(args)
-  if args.method not in DISCRETE_METHODS:
-    raise NasjaxError(f"unknown search method {args.method!r}; accepted: "
-                      f"{', '.join(ONESHOT_METHODS + DISCRETE_METHODS)}")
+  return cmd_search_discrete(args)
+
+
+def cmd_search_discrete(args) -> dict:
+  """Discrete search: a strategy (--strategy), an estimator (--estimator) and a budget (--num-archs).
+
+  Everything a user can get wrong is checked before any directory is written: names, the combination of
+  space, strategy and estimator, the executor, the count, the strategy's and the estimator's options.
+  """
   import jax
   from nasjax import data, search, spaces, strategies
-  from nasjax.estimators.train import ShortTrainingEstimator, short_training_config
+  from nasjax.estimators import registry
+  from nasjax.estimators.base import default_executor
   from nasjax.train import config_to_dict
-  result_path = _prepare_out(args.out, args.force, resumable=True)
   space = spaces.get_space(args.space)
-  dataset = data.load_dataset(args.data, args.data_dir)
-  cfg = short_training_config()
-  for field in ("epochs", "batch_size", "channels", "layers", "seed"):
-    value = getattr(args, field, None)
-    if value is not None:
-      cfg[field] = value
-  if args.train_subset is not None:
-    cfg.train_subset = args.train_subset
-  estimator = ShortTrainingEstimator(space, dataset, cfg, show_progress=False)
-  identity = {"space": space.name, "dataset": dataset.fingerprint, "method": args.method,
+  spec = registry.parse_spec(args.estimator or SEARCH_DEFAULTS["estimator"])
+  executor = args.executor or SEARCH_DEFAULTS["executor"]
+  if executor not in search.EXECUTORS:
+    raise NasjaxError(f"unknown executor {executor!r}; accepted: {', '.join(search.EXECUTORS)}")
+  if executor == "ray" and importlib.util.find_spec("ray") is None:
+    raise NasjaxError("executor ray needs the ray package (pip install 'nasjax[ray]'); or use executor auto or "
+                      "serial")
+  budget = _positive_count(args.num_archs if args.num_archs is not None else SEARCH_DEFAULTS["num_archs"],
+                           "--num-archs")
+  options = _strategy_options(args.strategy_option)
+  name, strategy = _discrete_strategy(args, space, options)
+  registry.check_combination(spec, space, strategy=strategy, executor=executor)
+  cfg = registry.estimator_config(spec, space, preset="demo" if args.config == "demo" else "paper")
+  _overrides(cfg, args, f"nasjax search with estimator {spec.kind} on {space.name}")
+  if args.show_config:
+    return _show_config(cfg)
+  resources = None
+  if strategy.num_fidelities > 1:
+    # The strategy's fidelity levels are the estimator's (epochs of training, the table's schedules).
+    resources = registry.fidelity_resources(spec, cfg, eta=options.get("eta", 3),
+                                            resources=options.get("resources"))
+    options["resources"] = list(resources)
+    strategy = strategies.get_strategy(name, space, **options)
+  dataset = data.load_dataset(args.data, args.data_dir) if registry.needs_data(spec) else None
+
+  def build():
+    return registry.build_estimator(
+        spec, space, dataset, cfg, num_candidates=budget * (len(resources) if resources else 1),
+        fidelity_resources=resources, workdir=args.out, show_progress=not args.quiet)
+
+  if registry.uses_workdir(spec):
+    result_path = _prepare_out(args.out, args.force, resumable=True)
+    estimator = build()
+  else:  # built (a table read and checked) before the directory is made: bad input leaves nothing behind
+    estimator = build()
+    result_path = _prepare_out(args.out, args.force, resumable=True)
+  identity = {"space": space.name, "strategy": strategy.name, "strategy_options": options,
+              **registry.identity(spec, cfg), "dataset": dataset.fingerprint if dataset is not None else None,
               "config": config_to_dict(cfg)}
-  strategy = strategies.get_strategy(args.method, space)
-  out = search.run(strategy, estimator, args.num_archs, jax.random.key(cfg.seed),
-                   workdir=args.out, identity=identity, show_progress=not args.quiet,
-                   to_string=space.to_string)
+  out = search.run(strategy, estimator, budget, jax.random.key(cfg.seed), workdir=args.out, identity=identity,
+                   fitness_key=spec.fitness_key, show_progress=not args.quiet, to_string=space.to_string,
+                   executor=executor)
   best = out["best"]
-  return {"command": "search", "method": args.method, "space": space.name, "genotype": best["genotype"],
-          "arch": best["arch"], "data": args.data, "seed": cfg.seed, "metrics": best["metrics"],
-          "config": config_to_dict(cfg), "num_evaluated": len(out["history"]),
-          "ranking": sorted(([r["metrics"].get("accuracy"), r["genotype"]] for r in out["history"]
-                             if not r["failed"]), reverse=True),
+  ok = [r for r in out["history"] if not r["failed"]]
+  if resources:
+    ok = [r for r in ok if r["fidelity"] == best["fidelity"]]  # only the final level's scores compare
+  return {"command": "search", "method": strategy.name, "strategy": strategy.name, "strategy_options": options,
+          "estimator": str(spec), "executor": default_executor(estimator) if executor == "auto" else executor,
+          "fitness": spec.fitness_key, "space": space.name, "genotype": best["genotype"], "arch": best["arch"],
+          "data": args.data if dataset is not None else None, "seed": cfg.seed, "metrics": best["metrics"],
+          "fidelity": best.get("fidelity"), "config": config_to_dict(cfg), "num_evaluated": len(out["history"]),
+          "ranking": sorted(([r["metrics"].get(spec.fitness_key), r["genotype"]] for r in ok), reverse=True),
           "_result_path": result_path}
 
 
@@ -244,21 +348,22 @@ def _oneshot_config(args):
   from nasjax import oneshot
   cfg = oneshot.demo_search_config(args.method) if args.config == "demo" else oneshot.search_config(args.method)
   cfg.space = args.space
-  return _override(cfg, args, ("epochs", "batch_size", "channels", "layers", "seed", "order", "hessian",
-                                "learning_rate", "arch_learning_rate", "partial_channels", "anti_collapse",
-                                "eigen_every", "train_subset", "arch_warmup_epochs", "checkpoint_every_steps",
-                                "flip", "cost_weight", "cost_metric"))
+  return _overrides(cfg, args, f"nasjax search --method {args.method}")
 
 
 def cmd_search_oneshot(args) -> dict:
   from nasjax import data, oneshot, spaces
-  result_path = _prepare_out(args.out, args.force, resumable=True)
+  args.method = args.method.strip().lower()
   space = spaces.get_space(args.space)
   if not hasattr(space, "supernet_ops"):
     raise NasjaxError(f"--method {args.method} needs a cell space with a supernet (darts, nasnet, "
                       f"enas_micro); got {space.name!r}")
-  dataset = data.load_dataset(args.data, args.data_dir)
   cfg = _oneshot_config(args)
+  if args.show_config:
+    return _show_config(cfg)
+  oneshot.search.check_config(cfg)  # before anything is written
+  result_path = _prepare_out(args.out, args.force, resumable=True)
+  dataset = data.load_dataset(args.data, args.data_dir)
   result = oneshot.run_search(cfg, space, dataset, workdir=args.out, show_progress=not args.quiet)
   genotype = spaces.Genotype.from_string(result["genotype"])
   from nasjax.oneshot import plots as oneshot_plots
@@ -282,8 +387,21 @@ def cmd_search_oneshot(args) -> dict:
   return out
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with the command's one-line errors (``error: ...``, exit status 2)."""
+
+  def error(self, message):
+    self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+_OVERRIDES_HELP = ("Every key of the command's settings is an option too: --key-name VALUE or --key_name=VALUE "
+                   "(booleans: --key / --no-key); --show-config prints the settings the other options chose.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  ap = argparse.ArgumentParser(prog="nasjax", description="Neural architecture search in JAX/Flax.")
+  from nasjax import search, spaces, strategies
+  from nasjax.estimators import registry
+  ap = _Parser(prog="nasjax", description="Neural architecture search in JAX/Flax.", allow_abbrev=False)
   sub = ap.add_subparsers(dest="command")
 
   def common(p, out_default):
@@ -296,63 +414,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'embedded' (bundled Fashion-MNIST subset), a .npz file, or tfds:NAME")
     p.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
 
-  s = sub.add_parser("search", help="search for an architecture (default: the embedded demo)")
+  s = sub.add_parser("search", help="search for an architecture (default: the embedded demo)", allow_abbrev=False,
+                     epilog=_OVERRIDES_HELP + " Discrete search settings: the estimator's (e.g. --epochs, "
+                            "--channels, --layers, --batch-size, --train-subset, --seed for train); one-shot: "
+                            "the method's (e.g. --order, --hessian, --learning-rate, --arch-learning-rate).")
   common(s, "runs/search")
   data_args(s)
-  s.add_argument("--method", default="random",
-                 help="one-shot: darts, gdas, pcdarts, drnas, snas, spos; discrete (each candidate trained "
-                      "briefly): random, regularized_evolution, local_search, bayesopt, reinforce")
+  s.add_argument("--space", default="darts", help="search space: " + ", ".join(spaces.SPACE_NAMES))
+  s.add_argument("--strategy", default=None,
+                 help="discrete strategy (default random): " + ", ".join(strategies.STRATEGY_NAMES))
+  s.add_argument("--estimator", default=None,
+                 help="how a discrete search scores a candidate (default train): " + registry.accepted_specs())
+  s.add_argument("--executor", default=None,
+                 help="how a batch of candidates is evaluated (default auto: vmap for a jittable estimator, "
+                      "else serial): " + ", ".join(search.EXECUTORS))
+  s.add_argument("--num-archs", default=None,
+                 help="discrete search budget: candidates to evaluate (default 4); full-training equivalents "
+                      "for successive_halving and hyperband")
+  s.add_argument("--strategy-option", action="append", default=None, metavar="KEY=VALUE",
+                 help="a strategy option (repeatable), e.g. population_size=20, resources=[1,3,9]; VALUE is JSON "
+                      "or text")
+  s.add_argument("--method", default=None,
+                 help="one-shot method: " + ", ".join(ONESHOT_METHODS) + "; a strategy name here is the same as "
+                      "--strategy")
   s.add_argument("--config", choices=["paper", "demo"], default="paper",
-                 help="one-shot settings: the method's paper (CIFAR-10 search) or a minutes-long CPU demo")
-  s.add_argument("--order", type=int, choices=[1, 2], default=None, help="DARTS order (2 = exact hypergradient)")
-  s.add_argument("--hessian", choices=["jvp", "jvp_recompute", "unroll", "finite_difference"], default=None,
-                 help="second-order product: exact (jvp; jvp_recompute: less memory, one more pass; unroll) "
-                      "or the paper's finite difference")
-  s.add_argument("--anti-collapse", choices=["none", "darts_minus", "skip_limit", "eigenvalue"], default=None)
-  s.add_argument("--eigen-every", type=int, default=None, help="log the Hessian eigenvalue every N epochs")
-  s.add_argument("--cost-weight", type=float, default=None,
-                 help="one-shot: weight of the expected edge cost (relative to a uniform cell's) in the "
-                      "architecture objective; 0 = off")
-  s.add_argument("--cost-metric", choices=["params", "flops"], default=None,
-                 help="what --cost-weight penalises: parameters or multiply-adds of the cells' edges")
-  s.add_argument("--learning-rate", type=float, default=None)
-  s.add_argument("--arch-learning-rate", type=float, default=None)
-  s.add_argument("--partial-channels", type=int, default=None, help="PC-DARTS K")
-  s.add_argument("--arch-warmup-epochs", type=int, default=None)
-  s.add_argument("--checkpoint-every-steps", type=int, default=None)
-  s.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
-  s.add_argument("--space", default="darts")
-  s.add_argument("--num-archs", type=int, default=4)
-  s.add_argument("--epochs", type=int, default=None)
-  s.add_argument("--batch-size", type=int, default=None)
-  s.add_argument("--channels", type=int, default=None)
-  s.add_argument("--layers", type=int, default=None)
-  s.add_argument("--train-subset", type=int, default=None, help="train each candidate on this many images")
-  s.add_argument("--seed", type=int, default=None)
+                 help="one-shot and weight_sharing supernet settings: the method's paper (CIFAR-10 search) or a "
+                      "minutes-long CPU demo")
+  s.add_argument("--show-config", action="store_true", help="print the settings and exit")
 
-  t = sub.add_parser("train", help="retrain a genotype under the DARTS evaluation protocol")
+  t = sub.add_parser("train", help="retrain a genotype under the DARTS evaluation protocol", allow_abbrev=False,
+                     epilog=_OVERRIDES_HELP + " E.g. --epochs, --batch-size, --channels, --layers, "
+                            "--learning-rate, --cutout, --drop-path, --seed, --train-subset, --auxiliary, --flip.")
   common(t, "runs/train")
   data_args(t)
   t.add_argument("--genotype", required=True, help="published NAME, genotype string, or .json file")
   t.add_argument("--config", choices=["darts", "demo"], default="darts")
-  t.add_argument("--epochs", type=int, default=None)
-  t.add_argument("--batch-size", type=int, default=None)
-  t.add_argument("--channels", type=int, default=None)
-  t.add_argument("--layers", type=int, default=None)
-  t.add_argument("--learning-rate", type=float, default=None)
-  t.add_argument("--cutout", type=int, default=None)
-  t.add_argument("--drop-path", type=float, default=None)
-  t.add_argument("--seed", type=int, default=None)
-  t.add_argument("--train-subset", type=int, default=None, help="train on a class-balanced subset")
-  t.add_argument("--auxiliary", action=argparse.BooleanOptionalAction, default=None)
-  t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
+  t.add_argument("--show-config", action="store_true", help="print the settings and exit")
 
-  e = sub.add_parser("eval", help="test accuracy of a trained network (a `nasjax train` --out directory)")
+  e = sub.add_parser("eval", help="test accuracy of a trained network (a `nasjax train` --out directory)",
+                     allow_abbrev=False)
   common(e, "runs/eval")
   data_args(e, default=None)
   e.add_argument("--checkpoint", required=True, help="the --out directory of a finished `nasjax train`")
 
-  i = sub.add_parser("info", help="parameters and multiply-adds of the network built from a genotype")
+  i = sub.add_parser("info", help="parameters and multiply-adds of the network built from a genotype",
+                     allow_abbrev=False)
   i.add_argument("--out", default=None, help="also write result.json here")
   i.add_argument("--force", action="store_true")
   i.add_argument("--genotype", required=True)
@@ -362,6 +468,20 @@ def build_parser() -> argparse.ArgumentParser:
   i.add_argument("--input-shape", default="32,32,3")
   i.add_argument("--classes", type=int, default=10)
   return ap
+
+
+def parse_args(argv) -> argparse.Namespace:
+  """The command's arguments; options it does not define are kept in ``args.overrides`` for the settings
+  (search, train) or refused (eval, info). No command, or options alone, means ``search``."""
+  argv = list(argv)
+  if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+    argv = ["search"] + argv
+  args, extras = build_parser().parse_known_args(argv)
+  if args.command in ("eval", "info") and extras:
+    raise NasjaxError(f"unrecognized arguments for nasjax {args.command}: {' '.join(extras)} "
+                      f"(see nasjax {args.command} --help)")
+  args.overrides = extras
+  return args
 
 
 def _enable_compilation_cache() -> None:
@@ -378,11 +498,15 @@ def _enable_compilation_cache() -> None:
 def main(argv=None) -> int:
   from nasjax import xla_workarounds
   xla_workarounds.apply()  # GPU compiler workarounds, before any JAX computation
-  args = build_parser().parse_args(argv)
+  try:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+  except SystemExit as e:  # --help, or an argparse error already printed as one line
+    return e.code if isinstance(e.code, int) else 2
+  except NasjaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   _enable_compilation_cache()
-  command = args.command or "search"
-  if args.command is None:
-    args = build_parser().parse_args(["search"] + list(argv or []))
+  command = args.command
   try:
     if command == "info":
       result = cmd_info(args)
@@ -396,6 +520,10 @@ def main(argv=None) -> int:
     # process) runs the same command in every process over one global device mesh; alone, this is a no-op.
     dist.initialize()
     result = handler(args)
+    if result.pop("_no_result", False):
+      dist.shutdown()
+      print(json.dumps(result, indent=2, default=float))
+      return 0
     path = result.pop("_result_path")
     if dist.is_main_process():
       _write_result(path, result)

@@ -154,19 +154,27 @@ def test_data_parallel_step_equals_single_device():
 
 def test_command_line_options_reach_the_configs():
   """Every option of ``train`` and of a one-shot ``search`` lands in its config; unset ones keep the default."""
-  parser = cli.build_parser()
-  args = parser.parse_args(["train", "--genotype", "DARTS_V2", "--no-flip", "--no-auxiliary", "--epochs", "3",
-                            "--out", "x"])
+  args = cli.parse_args(["train", "--genotype", "DARTS_V2", "--no-flip", "--no-auxiliary", "--epochs", "3",
+                         "--out", "x"])
   cfg = cli._train_config(args)
   assert (cfg.flip, cfg.auxiliary, cfg.epochs, cfg.cutout) == (False, False, 3, train.darts_eval_config().cutout)
-  args = parser.parse_args(["search", "--method", "darts", "--order", "2", "--hessian", "finite_difference",
-                            "--no-flip", "--out", "x"])
+  args = cli.parse_args(["search", "--method", "darts", "--order", "2", "--hessian", "finite_difference",
+                         "--no-flip", "--out", "x"])
   cfg = cli._oneshot_config(args)
   assert (cfg.order, cfg.hessian, cfg.flip, cfg.epochs) == (2, "finite_difference", False, 50)
   assert (cfg.cost_weight, cfg.cost_metric) == (0.0, "params")
-  args = parser.parse_args(["search", "--method", "gdas", "--cost-weight", "0.3", "--cost-metric", "flops"])
+  args = cli.parse_args(["search", "--method", "gdas", "--cost-weight", "0.3", "--cost-metric", "flops"])
   cfg = cli._oneshot_config(args)
   assert (cfg.cost_weight, cfg.cost_metric) == (0.3, "flops")
+  # No hand-kept list: any key of the config is an option (here one that never had its own flag).
+  args = cli.parse_args(["search", "--method", "darts", "--eigen-iters=7", "--remat-edges=false"])
+  cfg = cli._oneshot_config(args)
+  assert (cfg.eigen_iters, cfg.remat_edges) == (7, False)
+  args = cli.parse_args(["train", "--genotype", "DARTS_V2", "--auxiliary-weight", "0.5", "--keep_checkpoints", "4"])
+  cfg = cli._train_config(args)
+  assert (cfg.auxiliary_weight, cfg.keep_checkpoints) == (0.5, 4)
+  with pytest.raises(NasjaxError, match="did you mean --learning-rate"):
+    cli._train_config(cli.parse_args(["train", "--genotype", "DARTS_V2", "--learning-rat", "0.1"]))
 
 
 def test_finished_stages_are_reused_only_under_the_same_settings(tmp_path):
