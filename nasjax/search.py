@@ -8,10 +8,11 @@ without re-training anything. A line cut by a killed process is dropped and that
 
 How one asked batch is evaluated is the *executor*'s business, never the result's:
 
-* ``"serial"`` (default): one architecture after the other in this process.
+* ``"auto"`` (default): ``"vmap"`` when the estimator says it is jittable, ``"serial"`` otherwise.
+* ``"serial"``: one architecture after the other in this process.
 * ``"vmap"``: the estimator is a pure, jittable ``(arch, key) -> metrics`` function; the whole batch is one
   ``jax.jit(jax.vmap(estimator))`` call (the batched evaluation that evosax-style strategies assume).
-* an executor object, e.g. :class:`nasjax.parallel.ray_executor.RayExecutor`, which runs the evaluations
+* ``"ray"`` or an executor object, e.g. :class:`nasjax.parallel.ray_executor.RayExecutor`, which runs the evaluations
   of a batch concurrently as Ray tasks (Moritz et al., "Ray: A Distributed Framework for Emerging AI
   Applications", OSDI 2018), retrying crashed ones, as Tune does for hyperparameter trials (Liaw et al.,
   "Tune: A Research Platform for Distributed Model Selection and Training", ICML AutoML workshop 2018).
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
+from nasjax.estimators.base import default_executor, is_jittable
 from nasjax.strategies.base import Strategy, asked_fidelity
 from nasjax.utils.logging import progress
 
@@ -156,17 +158,37 @@ class VmapExecutor:
       yield Outcome(row, not math.isfinite(row[fitness_key]), seconds)
 
 
-def resolve_executor(executor: Any):
-  """``"serial"`` / ``"vmap"`` / None / an executor object -> an executor object."""
-  if executor is None or executor == "serial":
+EXECUTORS = ("auto", "serial", "vmap", "ray")
+
+
+def resolve_executor(executor: Any, estimator: Any = None):
+  """``"auto"`` / ``"serial"`` / ``"vmap"`` / ``"ray"`` / None / an executor object -> an executor object.
+
+  ``"auto"`` (and None) follows what the estimator says of itself (:mod:`nasjax.estimators.base`):
+  a jittable estimator is vmapped over each batch, any other runs serially.
+  """
+  if executor is None or executor == "auto":
+    executor = default_executor(estimator)
+  if executor == "vmap" and estimator is not None and not is_jittable(estimator) and \
+      getattr(estimator, "jittable", None) is False:
+    raise NasjaxError(f"executor 'vmap' needs a jittable estimator; {_estimator_name(estimator)} is not "
+                      "(it trains in a host loop); use executor 'serial' or 'ray'")
+  if executor == "ray":
+    from nasjax.parallel.ray_executor import RayExecutor
+    return RayExecutor()
+  if executor == "serial":
     return SerialExecutor()
   if executor == "vmap":
     return VmapExecutor()
   if not isinstance(executor, str) and callable(getattr(executor, "evaluate", None)):
     return executor
-  raise NasjaxError(f"unknown executor {executor!r}; accepted: 'serial', 'vmap', or an object with "
+  raise NasjaxError(f"unknown executor {executor!r}; accepted: 'auto', 'serial', 'vmap', 'ray', or an object with "
                     "evaluate(estimator, archs, keys, fitness_key), e.g. "
                     "nasjax.parallel.ray_executor.RayExecutor()")
+
+
+def _estimator_name(estimator: Any) -> str:
+  return getattr(estimator, "name", None) or type(estimator).__name__
 
 
 def _valid_record(rec: Any, index: int) -> bool:
@@ -231,7 +253,7 @@ def _closing(outcomes: Iterable[Outcome]) -> None:
 
 def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *, workdir: str | None = None,
         identity: dict | None = None, fitness_key: str = "accuracy", show_progress: bool = True,
-        to_string: Callable | None = None, executor: Any = "serial") -> dict:
+        to_string: Callable | None = None, executor: Any = "auto") -> dict:
   """Runs ``strategy`` until ``budget`` architectures have been evaluated; returns the best and history.
 
   Args:
@@ -247,7 +269,8 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     fitness_key: the metric that is maximised.
     show_progress: show a progress bar.
     to_string: ``arch -> str``, stored as each record's ``genotype``.
-    executor: ``"serial"``, ``"vmap"`` or an executor object (see the module docstring).
+    executor: ``"auto"`` (vmap for a jittable estimator, else serial), ``"serial"``, ``"vmap"``, ``"ray"``
+      or an executor object (see the module docstring).
 
   Returns:
     ``{"best": record, "history": [record, ...], "state": strategy state}``; a record holds ``index``,
@@ -256,7 +279,7 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
   """
   if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
     raise NasjaxError(f"budget must be a positive number of evaluations, got {budget!r}")
-  executor = resolve_executor(executor)
+  executor = resolve_executor(executor, estimator)
   log_path = os.path.join(workdir, _LOG_NAME) if workdir else None
   if log_path:
     os.makedirs(workdir, exist_ok=True)

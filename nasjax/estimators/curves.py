@@ -556,6 +556,9 @@ class EarlyStoppingEstimator:
   evaluations; call :meth:`restore` with that log (the ``workdir``, the file, or the records) before a
   resumed ``search.run`` and the estimator continues from the same state as the uninterrupted search.
   """
+  jittable = False
+  num_fidelities = 1
+  name = "early_stopping"
 
   def __init__(self, make_run: Callable, epochs: int, *, threshold: float = 0.05,
                min_epochs: int | None = None, check_every: int = 1, model: CurveModel | None = None):

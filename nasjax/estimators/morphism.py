@@ -349,6 +349,9 @@ class MorphismEstimator:
   :meth:`save` the archive (e.g. after each call) and :meth:`load` it before the resumed ``search.run``;
   without it, later children whose parent is missing train from scratch (``warm_start: False``).
   """
+  jittable = False
+  num_fidelities = 1
+  name = "morphism"
 
   def __init__(self, space: MacroSpace, dataset: nasdata.Dataset, cfg=None, *, mesh=None,
                archive_size: int = 64):

@@ -47,6 +47,7 @@ from jax import lax
 from jax.extend import core as jex_core
 
 from nasjax.errors import NasjaxError
+from nasjax.estimators.base import as_estimator
 from nasjax.nn.nb201_network import NB201Network
 from nasjax.spaces.nb201 import NB201_EDGES, NB201Space
 
@@ -385,4 +386,4 @@ def proxy_estimator(space, name: str | Sequence[str], batch, *, channels: int = 
       metrics.update(scores)
     return metrics
 
-  return jax.jit(estimate)
+  return as_estimator(jax.jit(estimate), jittable=True, name="proxy:" + ",".join(names))

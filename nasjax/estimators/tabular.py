@@ -364,6 +364,8 @@ class NB201TabularEstimator:
   >>> est = NB201TabularEstimator(load_nb201_table("nb201.csv"))  # doctest: +SKIP
   >>> jax.vmap(est)(archs, jax.random.split(key, len(archs)))["accuracy"]  # doctest: +SKIP
   """
+  jittable = True
+  name = "tabular"
 
   def __init__(self, table: NB201Table, fitness: str = "c10valid_valid_acc", *, test: str | None = None,
                seed_noise: bool = False, low_fidelity: bool = True):

@@ -26,6 +26,7 @@ import optax
 from jax import lax
 
 from nasjax.errors import NasjaxError
+from nasjax.estimators.base import as_estimator
 from nasjax.nn.ops import BN_MOMENTUM
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.utils.jit import jit_with_options
@@ -140,4 +141,4 @@ def weight_sharing_estimator(space, supernet, variables: Any, train_batches, val
     del key  # deterministic: the same batches for every architecture make their scores comparable
     return run(variables, arch, train_images, valid_images, valid_labels)
 
-  return estimate
+  return as_estimator(estimate, jittable=True, name="weight_sharing")
