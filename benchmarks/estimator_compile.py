@@ -7,7 +7,13 @@ first candidate's seconds (compilation + training), the median of the others (tr
 compiles again) and their difference (the compile paid by the first candidate and, for ``network``, by
 every candidate). Prints one JSON object with the commit, the command and the machine.
 
+``--parts`` instead splits one candidate's fixed costs in CPU seconds of this process (initialisation,
+tracing + lowering and compilation of the train and eval steps) and times the train step, per model:
+CPU time is far less disturbed by other work on a shared machine than wall time, and these are the
+figures behind the cost model of ``nasjax.estimators.train.choose_model``.
+
     python benchmarks/estimator_compile.py --models network,supernet --budget 4 --strategy random
+    python benchmarks/estimator_compile.py --parts
 """
 
 from __future__ import annotations
@@ -32,6 +38,63 @@ def _commit() -> str:
     return "unknown"
 
 
+def _parts(model: str, cfg, dataset, space, steps: int = 8) -> dict:
+  """CPU seconds of one candidate's fixed costs and of a train step, for ``model``."""
+  import jax
+  import jax.numpy as jnp
+  from nasjax import train as T
+  from nasjax.estimators.train import ShortTrainingEstimator
+
+  cpu = time.process_time
+  estimator = ShortTrainingEstimator(space, dataset, cfg, model=model)
+  arch = space.sample(jax.random.key(cfg.seed))
+  tx = T.make_optimizer(cfg, estimator.steps_per_epoch)
+  if model == "supernet":
+    extra = jnp.asarray(space.edge_ops(arch), jnp.int32)
+    model_init, model_fn = estimator._model_init, estimator._model_fn
+  else:
+    from nasjax.nn.network import Network
+    extra = None
+    network = Network(space.decode(np.asarray(arch)), cfg.channels, cfg.layers, dataset.num_classes)
+    sample = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
+    model_init = lambda k: network.init({"params": k, "dropout": k}, sample)  # noqa: E731
+    model_fn = T.network_model_fn(network)
+  t = cpu()
+  state = T.init_state(model_init, tx, cfg.seed, extra=extra)
+  init_s = cpu() - t
+  train_step = T.make_train_step(model_fn, tx, cfg, dataset.mean, dataset.std)
+  eval_step = T.make_eval_step(model_fn, dataset.mean, dataset.std)
+  x = jnp.asarray(estimator.data[0][:cfg.batch_size])
+  y = jnp.asarray(estimator.data[1][:cfg.batch_size])
+  xe = jnp.asarray(estimator.data[2][:cfg.eval_batch_size])
+  ye = jnp.asarray(estimator.data[3][:cfg.eval_batch_size])
+  t = cpu()
+  lowered = train_step.lower(state, x, y, jnp.float32(0))
+  lower_s = cpu() - t
+  t = cpu()
+  compiled = lowered.compile()
+  compile_s = cpu() - t
+  t = cpu()
+  eval_step.lower(state, xe, ye, jnp.ones(len(xe), jnp.float32)).compile()
+  eval_s = cpu() - t
+  for _ in range(2):
+    state, metrics = compiled(state, x, y, jnp.float32(0))
+    jax.block_until_ready(metrics)
+  cpu_s, wall_s = [], []
+  for _ in range(steps):
+    t, w = cpu(), time.perf_counter()
+    state, metrics = compiled(state, x, y, jnp.float32(0))
+    jax.block_until_ready(metrics)
+    cpu_s.append(cpu() - t)
+    wall_s.append(time.perf_counter() - w)
+  fixed = init_s + lower_s + compile_s + eval_s
+  step = float(np.median(cpu_s))
+  return {"model": model, "init_cpu_s": round(init_s, 2), "train_lower_cpu_s": round(lower_s, 2),
+          "train_compile_cpu_s": round(compile_s, 2), "eval_lower_compile_cpu_s": round(eval_s, 2),
+          "fixed_cpu_s": round(fixed, 2), "step_cpu_s": round(step, 4),
+          "step_wall_s": round(float(np.median(wall_s)), 4), "fixed_in_steps": round(fixed / step, 1)}
+
+
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--models", default="network,supernet")
@@ -43,6 +106,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--train-subset", type=int, default=0)
   ap.add_argument("--learning-rate", type=float, default=None)
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--batch-size", type=int, default=None)
+  ap.add_argument("--parts", action="store_true", help="CPU seconds of one candidate's fixed costs and step")
   ap.add_argument("--json", default=None, help="also append the result to this file")
   args = ap.parse_args(argv)
 
@@ -57,8 +122,14 @@ def main(argv=None) -> dict:
              seed=args.seed)
   if args.learning_rate is not None:
     cfg.learning_rate = args.learning_rate
+  if args.batch_size is not None:
+    cfg.batch_size = args.batch_size
   rows = []
   for model in args.models.split(","):
+    if args.parts:
+      rows.append(_parts(model, cfg, dataset, space))
+      print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+      continue
     estimator = ShortTrainingEstimator(space, dataset, cfg, model=model)
     strategy = strategies.get_strategy(args.strategy, space)
     t0 = time.perf_counter()

@@ -59,12 +59,12 @@ def estimation_splits(dataset: nasdata.Dataset, cfg) -> tuple[np.ndarray, np.nda
 MODELS = ("auto", "network", "supernet")
 
 # Costs of the two candidate models in units of one training step of the stand-alone network, measured
-# in CPU seconds by benchmarks/estimator_compile.py --parts (DARTS cells, 8 channels, 3 cells, batch 64
-# on 28x28 images, XLA:CPU): a network's init, train- and eval-step compilation cost ~65 of its steps,
-# paid by every candidate; the supernet's ~135, paid once; a step of the supernet's discrete path costs
-# ~1.4 network steps.
-NETWORK_COMPILE_STEPS = 65.0
-SUPERNET_COMPILE_STEPS = 135.0
+# in CPU seconds by `benchmarks/estimator_compile.py --parts` (DARTS cells, 8 channels, 3 cells, batch 32
+# on 28x28 images, XLA:CPU): a network's initialisation and train- and eval-step compilation cost ~135 of
+# its steps, paid by every candidate; the supernet's ~300, paid once per search; a step of the supernet's
+# discrete path costs ~1.4 network steps.
+NETWORK_COMPILE_STEPS = 135.0
+SUPERNET_COMPILE_STEPS = 300.0
 SUPERNET_STEP_RATIO = 1.4
 
 
