@@ -432,3 +432,18 @@ def test_cli_search_then_retrain(tmp_path):
                "--channels", "4", "--layers", "2", "--train-subset", "200", "--out", str(retrain),
                "--quiet"]) == 0
   assert json.loads(open(retrain / "result.json").read())["genotype"] == result["genotype"]
+
+
+def test_spos_searches_its_trained_supernet_with_the_configured_strategy(dataset):
+  """SPOS ranking is search.run(<any strategy>, weight-sharing estimator): evolution by default (as in
+  the SPOS paper), random search with weight sharing by name."""
+  from nasjax.oneshot.search import check_config
+  with pytest.raises(NasjaxError, match="unknown rank_strategy 'annealing'; accepted: grid, random"):
+    check_config(tiny_config("spos", rank_strategy="annealing"))
+  for strategy in ("regularized_evolution", "random"):
+    result = run_search(tiny_config("spos", epochs=1, rank_samples=5, rank_strategy=strategy), TINY_SPACE,
+                        dataset, show_progress=False)
+    accuracies = [r["accuracy"] for r in result["ranking"]]
+    assert len(accuracies) == 5 and accuracies == sorted(accuracies, reverse=True)
+    assert result["arch"] == result["ranking"][0]["arch"] or np.array_equal(result["arch"],
+                                                                             result["ranking"][0]["arch"])

@@ -29,7 +29,6 @@ from nasjax.errors import NasjaxError
 from nasjax.estimators.base import as_estimator
 from nasjax.nn.ops import BN_MOMENTUM
 from nasjax.spaces.nb201 import NB201Space
-from nasjax.utils.jit import jit_with_options
 
 
 def recalibrate_batch_stats(model, variables, arch, images, *, rngs=None) -> dict:
@@ -132,7 +131,9 @@ def weight_sharing_estimator(space, supernet, variables: Any, train_batches, val
   train_images, _ = stack_batches(train_batches, need_labels=False, what="train_batches")
   valid_images, valid_labels = stack_batches(valid_batches, need_labels=True, what="valid_batches")
 
-  @jit_with_options
+  # Plain jax.jit: a driver vmaps and jits the estimator again, and XLA compile options are accepted only
+  # on the outermost jit.
+  @jax.jit
   def run(variables, arch, train_images, valid_images, valid_labels):
     return shared_weight_metrics(supernet, variables, to_arch(arch), train_images, valid_images,
                                  valid_labels)

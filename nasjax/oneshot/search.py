@@ -78,8 +78,8 @@ def search_config(method: str = "darts") -> ml_collections.ConfigDict:
       drnas_reg=1e-3, anti_collapse="none", max_skips=2, eigen_every=0, eigen_iters=10,
       eigen_window=5, eigen_ratio=0.75, valid_fraction=0.5, train_subset=0, crop_padding=4, flip=True,
       seed=2, eval_batch_size=500, checkpoint_every_steps=0, keep_checkpoints=2, rank_samples=100,
-      rank_batches=4, dw_impl="auto", edge_loop="auto", remat_edges=True, cost_weight=0.0,
-      cost_metric="params"))
+      rank_batches=4, rank_strategy="regularized_evolution", dw_impl="auto", edge_loop="auto",
+      remat_edges=True, cost_weight=0.0, cost_metric="params"))
   if method == "pcdarts":
     # Xu et al. 2020: K=4, batch 256, learning rate 0.1, architecture lr 6e-4, 15 warm-up epochs.
     cfg.update(partial_channels=4, batch_size=256, learning_rate=0.1, arch_learning_rate=6e-4,
@@ -135,6 +135,14 @@ def check_config(cfg) -> None:
     raise NasjaxError(f"unknown cost_metric {cfg.cost_metric!r}; accepted: {', '.join(arch_cost.COST_METRICS)}")
   if not (math.isfinite(cfg.cost_weight) and cfg.cost_weight >= 0):
     raise NasjaxError(f"cost_weight must be a finite number >= 0, got {cfg.cost_weight}")
+  if cfg.method == "spos":
+    from nasjax import strategies
+    name = str(cfg.get("rank_strategy", "random")).strip().lower().replace("-", "_")
+    if strategies.STRATEGY_ALIASES.get(name, name) not in strategies.STRATEGY_NAMES:
+      raise NasjaxError(f"unknown rank_strategy {cfg.rank_strategy!r}; accepted: "
+                        f"{', '.join(strategies.STRATEGY_NAMES)}")
+    if int(cfg.rank_samples) < 1:
+      raise NasjaxError(f"rank_samples must be positive, got {cfg.rank_samples}")
   if cfg.cost_weight and cfg.method == "spos":
     raise NasjaxError("cost_weight needs architecture parameters to penalise; SPOS has none: rank its cells "
                       "under a budget with nasjax.estimators.cost.constrained instead")
@@ -501,14 +509,19 @@ def _collapse_check(cfg, history: list[dict]) -> tuple[str | None, dict | None]:
 
 
 def rank_architectures(search: Search, state, train_xy, valid_xy, cfg) -> list[dict]:
-  """Ranks ``cfg.rank_samples`` uniformly sampled architectures under the trained supernet's shared weights
-  (SPOS, Guo et al. 2020; random search with weight sharing, Li & Talwalkar 2019).
+  """Searches the trained supernet's shared weights with a discrete strategy and ranks what it evaluated.
 
-  Each candidate goes through :func:`nasjax.estimators.weight_sharing.weight_sharing_estimator`: its BN
-  statistics are recomputed on ``cfg.rank_batches`` training batches (running statistics mix all sampled
-  paths and fit none), then it is evaluated on as many validation batches. The same batches serve every
-  candidate, so their scores are comparable; one compiled program serves them all.
+  SPOS (Guo et al., ECCV 2020) searches its trained supernet with evolution; random search with weight
+  sharing (Li & Talwalkar, UAI 2019) samples uniformly. Either is ``cfg.rank_strategy`` (any registered
+  strategy) driven by :func:`nasjax.search.run` for ``cfg.rank_samples`` evaluations over
+  :func:`nasjax.estimators.weight_sharing.weight_sharing_estimator`: each candidate's BN statistics are
+  recomputed on ``cfg.rank_batches`` training batches (running statistics mix all sampled paths and fit
+  none), then it is evaluated on as many validation batches. The same batches serve every candidate, so
+  their scores are comparable; the estimator is jittable, so each asked batch is one vmapped call.
   """
+  from nasjax import search as driver
+  from nasjax import strategies
+
   def batches(x, y):
     n = min(len(x), cfg.rank_batches * cfg.batch_size) // cfg.batch_size * cfg.batch_size
     if n == 0:
@@ -520,12 +533,15 @@ def rank_architectures(search: Search, state, train_xy, valid_xy, cfg) -> list[d
   variables = to_host({"params": state["params"], "batch_stats": state["batch_stats"]})
   estimate = weight_sharing_estimator(search.space, search.net, variables, batches(*train_xy),
                                       batches(*valid_xy))
-  keys = jax.random.split(jax.random.key(cfg.seed + 17), cfg.rank_samples)
-  ranking = []
-  for k in keys:
-    arch = search.space.sample(k)
-    metrics = estimate(arch, None)
-    ranking.append({"arch": [int(v) for v in arch], "genotype": search.space.to_string(arch),
-                    "accuracy": float(metrics["accuracy"]), "loss": float(metrics["loss"])})
+  options = dict(cfg.rank_strategy_options) if cfg.get("rank_strategy_options") else {}
+  if cfg.rank_strategy in ("regularized_evolution", "evolution") and "population_size" not in options:
+    # A population of half the budget (at most SPOS's 50) leaves the other half for evolution.
+    options["population_size"] = max(2, min(50, cfg.rank_samples // 2))
+    options.setdefault("tournament_size", max(2, min(10, options["population_size"] // 2)))
+  strategy = strategies.get_strategy(cfg.rank_strategy, search.space, **options)
+  out = driver.run(strategy, estimate, int(cfg.rank_samples), jax.random.key(cfg.seed + 17),
+                   show_progress=False, to_string=search.space.to_string, executor="auto")
+  ranking = [{"arch": r["arch"], "genotype": r["genotype"], "accuracy": float(r["metrics"]["accuracy"]),
+              "loss": float(r["metrics"]["loss"])} for r in out["history"] if not r["failed"]]
   ranking.sort(key=lambda r: -r["accuracy"])
   return ranking

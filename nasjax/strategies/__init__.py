@@ -50,6 +50,7 @@ _ALIASES = {"grid_search": "grid", "random_search": "random", "rs": "random", "e
             "hb": "hyperband"}
 
 STRATEGY_NAMES = tuple(_REGISTRY)
+STRATEGY_ALIASES = dict(_ALIASES)
 
 
 def get_strategy(name: str, space: Any, **kwargs: Any) -> Strategy:
