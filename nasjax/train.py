@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from nasjax import data as nasdata
-from nasjax.errors import NasjaxError
+from nasjax.errors import DivergenceError, NasjaxError
 from nasjax.nn.network import Network
 from nasjax.parallel.distributed import is_main_process, to_host
 from nasjax.utils import checkpoint as ckpt
@@ -219,9 +219,9 @@ def run_epochs(train_step, eval_step, state, batcher, cfg, mesh, *, start_epoch=
       metrics = to_host(metrics)
       loss = float(metrics["loss"])
       if not math.isfinite(loss):
-        raise NasjaxError(f"training loss became {loss} at epoch {epoch + 1}, step {step + 1}; the last "
-                          f"good checkpoint (epoch {epoch}) is kept"
-                          + (f" in {workdir}" if workdir else ""))
+        raise DivergenceError(f"training loss became {loss} at epoch {epoch + 1}, step {step + 1}; the last "
+                              f"good checkpoint (epoch {epoch}) is kept" + (f" in {workdir}" if workdir else ""),
+                              "loss", loss, epoch + 1, step + 1)
       sums["loss"] += loss
       sums["accuracy"] += float(metrics["accuracy"])
       elapsed = time.perf_counter() - t0

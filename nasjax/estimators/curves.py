@@ -45,7 +45,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import ndtr
 
-from nasjax.errors import NasjaxError
+from nasjax.errors import DivergenceError, NasjaxError
 
 # ---------------------------------------------------------------------------------------------- families
 # Each family maps an unconstrained theta in R^4 (unused entries ignored) and the epoch x >= 1 to a value.
@@ -650,9 +650,7 @@ def make_epoch_fn(model_fn, variables: dict, cfg, x_train, y_train, x_valid, y_v
     try:
       state, _ = run_epochs(train_step, None, state, batcher, cfg, mesh, start_epoch=epoch, stop_after=1,
                             show_progress=False)
-    except NasjaxError as e:
-      if "became" not in str(e):
-        raise
+    except DivergenceError:
       # The diverged state's buffers were donated to the failing step: hand back nothing.
       return None, float("nan")
     return state, float(evaluate(eval_step, state, x_valid, y_valid, cfg.eval_batch_size, mesh)["accuracy"])

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from nasjax import data as nasdata
-from nasjax.errors import NasjaxError
+from nasjax.errors import DivergenceError, NasjaxError
 from nasjax.estimators.weight_sharing import weight_sharing_estimator
 from nasjax.nn.init import init_variables
 from nasjax.nn.ops import Impl
@@ -432,9 +432,10 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
         first_step_done = time.perf_counter()
       for name, value in metrics.items():
         if not math.isfinite(value):
-          raise NasjaxError(f"{name.replace('_', ' ')} became {value} at epoch {epoch + 1}, step {step + 1} of "
-                            f"the {cfg.method} search; nothing derived from it is written, and the last good "
-                            "checkpoint is kept" + (f" in {workdir}" if workdir else ""))
+          raise DivergenceError(f"{name.replace('_', ' ')} became {value} at epoch {epoch + 1}, step {step + 1} "
+                                f"of the {cfg.method} search; nothing derived from it is written, and the last "
+                                "good checkpoint is kept" + (f" in {workdir}" if workdir else ""),
+                                name, value, epoch + 1, step + 1)
         sums[name] = sums.get(name, 0.0) + value
       bar.update(1)
       bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}")
