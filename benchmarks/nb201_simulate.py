@@ -13,7 +13,7 @@ architecture it returns. The budget counts queries, or full-training equivalents
 strategies (see :mod:`nasjax.parallel.population`).
 
 Timing: the vmapped search of all seeds (:func:`nasjax.parallel.run_on_device`, compile time reported
-separately) next to the same algorithm driven from Python (:func:`nasjax.parallel.run_loop`). The loop
+separately) next to the same algorithm driven from Python (``benchmarks/reference_loop.py``). The loop
 is timed on ``--loop-seeds`` seeds after one warm-up seed (which pays its jit compilations) and scaled
 linearly to all seeds; the JSON says so, and whether the loop's results equal the device's.
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -37,8 +38,11 @@ import numpy as np
 
 from nasjax.errors import NasjaxError
 from nasjax.estimators.tabular import DATASETS, NB201TabularEstimator, load_nb201_table
-from nasjax.parallel import check_results, make_device_search, run_loop
+from nasjax.parallel import check_results, make_device_search
 from nasjax.spaces.nb201 import NB201Space
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_loop import run_loop  # noqa: E402  (a script beside this one, not part of the package)
 
 
 def parse_list(text: str, what: str, accepted=None) -> list[str]:

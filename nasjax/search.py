@@ -39,6 +39,7 @@ import numpy as np
 from nasjax.errors import NasjaxError
 from nasjax.estimators.base import default_executor, is_jittable
 from nasjax.strategies.base import Strategy, asked_fidelity
+from nasjax.strategies.budget import admitted, admitted_prefix, incumbent, planned_costs
 from nasjax.utils.logging import progress
 
 _LOG_NAME = "evaluations.jsonl"
@@ -290,24 +291,29 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
   history: list[dict] = []
   bar = progress(budget, f"search ({strategy.name})", show_progress)
   round_index = 0
+  costs = planned_costs(strategy)
   multi_fidelity = getattr(strategy, "num_fidelities", 1) > 1
-  spent = 0.0  # full-training equivalents; equals len(history) for single-fidelity strategies
-  while spent < budget - 1e-9:
+  if multi_fidelity and costs is None:
+    raise NasjaxError(f"strategy {strategy.name!r} has {strategy.num_fidelities} fidelity levels but "
+                      f"{len(strategy.fidelity_costs)} fidelity_costs; give one cost per level")
+  spent = np.float32(0)  # full-training equivalents (see nasjax.strategies.budget); queries otherwise
+  while admitted(spent, budget):
     ask_key, eval_key = jax.random.split(jax.random.fold_in(loop_key, round_index))
-    archs, state = strategy.ask(state, ask_key)
-    archs = np.asarray(archs)
+    asked, state = strategy.ask(state, ask_key)
+    asked = np.asarray(asked)
+    if asked.ndim != 2 or not len(asked):
+      raise NasjaxError(f"strategy {strategy.name!r} asked for shape {asked.shape}; ask must return "
+                        "int32[P, D] with P >= 1")
     if multi_fidelity:
       # The strategy chose a fidelity level per architecture; the estimator receives it as ``fidelity=``.
       # It travels as an extra last column so every executor (serial, vmap, Ray) carries it unchanged.
-      levels = np.asarray(asked_fidelity(strategy, state, len(archs)), np.int32)
-      archs = np.concatenate([archs, levels[:, None]], axis=1)
+      levels = np.asarray(asked_fidelity(strategy, state, len(asked)), np.int32)
+      query_costs = costs[levels]
+      archs = np.concatenate([asked, levels[:, None]], axis=1)[:admitted_prefix(query_costs, spent, budget)]
       run_estimator = WithFidelity(estimator)
     else:
-      archs = archs[:max(1, int(math.ceil(budget - spent)))]
+      archs = asked[:budget - len(history)]
       run_estimator = estimator
-    if archs.ndim != 2 or not len(archs):
-      raise NasjaxError(f"strategy {strategy.name!r} asked for shape {archs.shape}; ask must return "
-                        "int32[P, D] with P >= 1")
     start = len(history)
     batch: list[dict | None] = [None] * len(archs)
     pending = []
@@ -342,23 +348,23 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
       finally:
         _closing(outcomes)
     history.extend(batch)
-    fitness = [float("nan") if r["failed"] else r["metrics"].get(fitness_key, float("nan")) for r in batch]
+    # Rows of the round beyond the budget were not evaluated: the strategy is told NaN for them, as on
+    # the device (nasjax.parallel.run_on_device).
+    fitness = np.full(len(asked), np.nan, np.float32)
+    for j, r in enumerate(batch):
+      if not r["failed"]:
+        fitness[j] = r["metrics"].get(fitness_key, float("nan"))
     if multi_fidelity:
-      archs = archs[:, :-1]
-      spent += float(sum(strategy.fidelity_costs[int(r["fidelity"])] for r in batch))
+      for cost in query_costs[:len(batch)]:
+        spent = np.float32(spent + cost)
     else:
-      spent = float(len(history))
-    state = strategy.tell(state, jnp.asarray(archs), jnp.asarray(fitness, jnp.float32))
+      spent = np.float32(len(history))
+    state = strategy.tell(state, jnp.asarray(asked), jnp.asarray(fitness))
     round_index += 1
   bar.close()
-  ok = [r for r in history if not r["failed"]]
-  if not ok:
+  best = incumbent(history, fitness_key)
+  if best is None:
     raise NasjaxError("every evaluation failed (NaN or Inf, or an error); nothing to report")
-  if multi_fidelity:
-    # Only architectures seen at the highest level evaluated compete: a low-fidelity score is not final.
-    top = max(r["fidelity"] for r in ok)
-    ok = [r for r in ok if r["fidelity"] == top]
-  best = max(ok, key=lambda r: r["metrics"][fitness_key])
   return {"best": best, "history": history, "state": jax.device_get(state)}
 
 

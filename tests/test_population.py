@@ -9,10 +9,13 @@ import pytest
 
 from nasjax.errors import NasjaxError
 from nasjax.estimators.tabular import NB201Table, NB201TabularEstimator
-from nasjax.parallel import SearchResults, make_device_search, run_loop, run_on_device
+from nasjax.parallel import SearchResults, make_device_search, run_on_device
 from nasjax.search import run as host_search
 from nasjax.spaces.nb201 import NUM_CELLS, NB201Space
 from nasjax.strategies import Strategy, random_search
+from benchmark_scripts import load_benchmark
+
+run_loop = load_benchmark("reference_loop").run_loop
 
 SPACE = NB201Space()
 POWERS = 5 ** np.arange(5, -1, -1)
@@ -292,3 +295,23 @@ def test_registry_strategies_vmapped_equal_loop(table, name):
   device = run_on_device(strategy, est, 12, keys)
   assert_same(device, run_loop(strategy, est, 12, keys))
   assert np.all(device.budget_spent >= 12) and np.all(np.isfinite(device.best_test))
+
+
+@pytest.mark.parametrize("budget", [3, 7])
+def test_host_and_device_drivers_share_one_budget_and_incumbent_rule(table, budget):
+  """search.run and run_on_device count a Hyperband budget the same way (the strategy's planned cost per
+  level, queries in order while budget remains) and return the same incumbent."""
+  from nasjax.strategies import get_strategy
+  est = NB201TabularEstimator(table)
+  strategy = get_strategy("hyperband", SPACE, resources=est.fidelity_epochs)
+  key = jax.random.key(8)
+  device = jax.device_get(run_on_device(strategy, est, budget, key[None]))
+  host = host_search(strategy, est, budget, key, show_progress=False, executor="vmap")
+  assert len(host["history"]) == int(device.num_queries[0])
+  assert host["best"]["arch"] == device.best_arch[0].tolist()
+  assert host["best"]["fidelity"] == int(device.best_fidelity[0])
+  costs = np.float32(strategy.fidelity_costs)[[r["fidelity"] for r in host["history"]]]
+  spent = np.float32(0)
+  for c in costs:
+    spent = np.float32(spent + c)
+  assert spent == device.budget_spent[0] and budget <= spent

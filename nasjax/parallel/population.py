@@ -7,24 +7,19 @@ Strategies", GECCO 2023 companion) and the estimator is a pure ``(arch, key) -> 
 whole search is one ``jax.lax.scan`` over rounds and the repetitions a benchmark needs (the NB201 paper
 reports means over hundreds of seeds) are one ``jax.vmap`` over seeds, compiled once.
 
-:func:`run_on_device` is that compiled search; :func:`run_loop` runs the same algorithm from the host
-(per seed, per round, one jitted call per ask, per evaluation and per tell) and returns identical results,
-as the reference and the baseline of the speed-up. Both follow :func:`nasjax.search.run`'s key schedule:
+:func:`run_on_device` is that compiled search (``tests/reference_loop.py`` runs the same algorithm from
+the host and must return identical results). It follows :func:`nasjax.search.run`'s key schedule:
 ``init_key, loop_key = split(key)``; round ``r`` uses ``ask_key, eval_key = split(fold_in(loop_key, r))``
 and query ``j`` of the round ``fold_in(eval_key, j)``, so no key is used twice.
 
-Budget. For an ordinary strategy the budget counts queries (architectures evaluated). For a multi-fidelity
-strategy, one whose state after ``ask`` has ``"fidelity"`` (int32[P], 0 = lowest level), the estimator is
-called with ``fidelity=`` and the budget counts full-training equivalents: each query spends the
-estimator's ``"budget"`` metric (``epochs / full epochs`` for the tabular estimator). Queries are made in
-order while budget remains, so the last one may overshoot by less than one full training. Queries beyond
-the budget in the last round are not evaluated; the strategy is told NaN for them.
-
-Incumbent. After each query the driver records the architecture the search would return if stopped now:
-the best finite fitness among the highest fidelity evaluated so far (HpBandSter's rule; Falkner et al.,
-"BOHB", ICML 2018), earliest first among ties. A failed evaluation (NaN or infinite fitness) is counted,
-told to the strategy as NaN and never becomes the incumbent. Before any success the incumbent's fitness
-and test value are NaN and its architecture is all ``-1``.
+Budget and incumbent follow :mod:`nasjax.strategies.budget`, the rules :func:`nasjax.search.run` uses
+too. A multi-fidelity strategy is one whose state after ``ask`` has ``"fidelity"`` (int32[P], 0 = lowest
+level); the estimator is then called with ``fidelity=``, and a query costs the strategy's planned
+``fidelity_costs[level]`` (the estimator's ``"budget"`` metric for a strategy that declares no levels).
+After each query the driver records the incumbent, the architecture the search would return if stopped
+now. A failed evaluation (NaN or infinite fitness) is counted, told to the strategy as NaN and never
+becomes the incumbent. Before any success the incumbent's fitness and test value are NaN and its
+architecture is all ``-1``.
 """
 
 from __future__ import annotations
@@ -39,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
+from nasjax.strategies.budget import admitted, is_better, planned_costs
 from nasjax.strategies.base import Strategy
 
 
@@ -69,6 +65,7 @@ class _Plan(NamedTuple):
   multi_fidelity: bool
   rounds: int           # R, static scan length
   length: int           # T, trajectory length
+  costs: Any = None     # float32[L]: the strategy's planned cost per level (None: the estimator's "budget")
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -138,16 +135,21 @@ def _plan(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array,
     # A fixed probe key: the seeds' keys stay reserved for the search itself.
     probe_key = (jax.random.key(0) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                  else jax.random.PRNGKey(0))
-    metrics = estimator(jnp.zeros((decisions,), jnp.int32), probe_key, fidelity=0)
-    if "budget" not in metrics:
-      raise NasjaxError("a multi-fidelity search needs the estimator's 'budget' metric (the query's cost "
-                        "in full-training equivalents); this estimator does not return one")
-    lowest = float(metrics["budget"])
+    costs = planned_costs(strategy)
+    if costs is not None:
+      lowest = float(np.min(costs))
+    else:
+      metrics = estimator(jnp.zeros((decisions,), jnp.int32), probe_key, fidelity=0)
+      if "budget" not in metrics:
+        raise NasjaxError("a multi-fidelity search whose strategy declares no fidelity levels needs the "
+                          "estimator's 'budget' metric (the query's cost in full-training equivalents); "
+                          "this estimator does not return one")
+      lowest = float(metrics["budget"])
     if not lowest > 0:
       raise NasjaxError(f"the estimator's lowest-fidelity 'budget' must be > 0; got {lowest}")
     rounds = -(-(math.ceil(budget / lowest) + 1) // batch)
   length = budget if (not multi and max_rounds is None) else rounds * batch
-  return _Plan(batch, decisions, multi, rounds, length)
+  return _Plan(batch, decisions, multi, rounds, length, planned_costs(strategy) if multi else None)
 
 
 # ------------------------------------------------------------------------------------------ on device
@@ -163,10 +165,9 @@ def _book_query(budget: int, multi: bool):
 
   def step(book, q):
     arch, fitness, test, level, asked, cost, seconds = q
-    allowed = book["spent"] < budget
+    allowed = admitted(book["spent"], budget)
     ok = allowed & jnp.isfinite(fitness)
-    better = ok & ((level > book["best_fidelity"])
-                   | ((level == book["best_fidelity"]) & (fitness > book["best_fitness"])))
+    better = allowed & is_better(level, fitness, book["best_fidelity"], book["best_fitness"])
     book = {
         "best_fitness": jnp.where(better, fitness, book["best_fitness"]),
         "best_fidelity": jnp.where(better, level, book["best_fidelity"]),
@@ -184,7 +185,7 @@ def _book_query(budget: int, multi: bool):
   return step
 
 
-def _evaluate(estimator: Callable, multi: bool, fitness_key: str, test_key: str):
+def _evaluate(estimator: Callable, multi: bool, fitness_key: str, test_key: str, costs=None):
   """Evaluates one asked batch: vmap of the estimator, normalised to the driver's fields."""
 
   def evaluate(archs, keys, fidelity):
@@ -192,12 +193,13 @@ def _evaluate(estimator: Callable, multi: bool, fitness_key: str, test_key: str)
       metrics = jax.vmap(lambda a, k, f: estimator(a, k, fidelity=f))(archs, keys, fidelity)
     else:
       metrics = jax.vmap(estimator)(archs, keys)
-    return _fields(metrics, archs.shape[0], multi, fidelity, fitness_key, test_key)
+    return _fields(metrics, archs.shape[0], multi, fidelity, fitness_key, test_key, costs)
 
   return evaluate
 
 
-def _fields(metrics: Mapping, n: int, multi: bool, fidelity: Any, fitness_key: str, test_key: str):
+def _fields(metrics: Mapping, n: int, multi: bool, fidelity: Any, fitness_key: str, test_key: str,
+            costs=None):
   if fitness_key not in metrics:
     raise NasjaxError(f"the estimator returned no {fitness_key!r} metric (the fitness); it returned "
                       f"{', '.join(sorted(metrics))}")
@@ -209,8 +211,12 @@ def _fields(metrics: Mapping, n: int, multi: bool, fidelity: Any, fitness_key: s
   level = (jnp.asarray(metrics["fidelity"], jnp.int32).reshape(n) if "fidelity" in metrics
            else jnp.zeros((n,), jnp.int32))
   asked = jnp.asarray(fidelity, jnp.int32).reshape(n) if multi else jnp.full((n,), -1, jnp.int32)
-  cost = (jnp.asarray(metrics["budget"], jnp.float32).reshape(n) if multi
-          else jnp.ones((n,), jnp.float32))
+  if not multi:
+    cost = jnp.ones((n,), jnp.float32)
+  elif costs is not None:
+    cost = jnp.asarray(costs, jnp.float32)[jnp.clip(asked, 0, len(costs) - 1)]
+  else:
+    cost = jnp.asarray(metrics["budget"], jnp.float32).reshape(n)
   seconds = (jnp.asarray(metrics["cost"], jnp.float32).reshape(n) if "cost" in metrics
              else jnp.zeros((n,), jnp.float32))
   return fitness, test, level, asked, cost, seconds
@@ -245,7 +251,7 @@ def make_device_search(strategy: Strategy, estimator: Callable, budget: int, key
   budget = _check_budget(budget)
   keys = _check_keys(keys)
   plan = _plan(strategy, estimator, budget, keys, max_rounds)
-  evaluate = _evaluate(estimator, plan.multi_fidelity, fitness_key, test_key)
+  evaluate = _evaluate(estimator, plan.multi_fidelity, fitness_key, test_key, plan.costs)
   query = _book_query(budget, plan.multi_fidelity)
 
   def init_seed(key):
@@ -322,79 +328,3 @@ def run_on_device(strategy: Strategy, estimator: Callable, budget: int, keys: An
                               test_key=test_key, max_rounds=max_rounds)
   results = search(_check_keys(keys))
   return check_results(jax.device_get(results), estimator, _check_budget(budget))
-
-
-# ------------------------------------------------------------------------------------------ host loop
-def run_loop(strategy: Strategy, estimator: Callable, budget: int, keys: Any, *,
-             fitness_key: str = "accuracy", test_key: str = "test_accuracy",
-             max_rounds: int | None = None) -> SearchResults:
-  """The same search driven from Python: per seed, per round, a jitted ask, one jitted estimator call
-  per query and a jitted tell, with the bookkeeping on the host. Returns what :func:`run_on_device`
-  returns (numpy arrays); it exists as the reference and as the baseline of the speed-up."""
-  budget = _check_budget(budget)
-  keys = _check_keys(keys)
-  plan = _plan(strategy, estimator, budget, keys, max_rounds)
-  init = jax.jit(strategy.init)
-  ask = jax.jit(strategy.ask)
-  tell = jax.jit(strategy.tell)
-  split = jax.jit(jax.random.split)
-  round_keys = jax.jit(_round_keys, static_argnums=2)
-  evaluate = _evaluate(estimator, plan.multi_fidelity, fitness_key, test_key)
-  # One jitted call and one transfer per query: the cheapest a host-driven evaluation gets.
-  evaluate_one = jax.jit(lambda a, k, f: evaluate(a[None], k[None], None if f is None else f[None]))
-  f32 = np.float32
-
-  per_seed = []
-  for s in range(keys.shape[0]):
-    init_key, loop_key = split(keys[s])
-    state = init(init_key)
-    best_fitness, best_fidelity, best_test = f32(-np.inf), -1, f32(np.nan)
-    best_arch = np.full((plan.num_decisions,), -1, np.int32)
-    spent, queries, failed, cost, max_fidelity = f32(0), 0, 0, f32(0), -1
-    traj_fit, traj_test, traj_spent = [], [], []
-    r = 0
-    while spent < budget and r < plan.rounds:
-      ask_key, eval_keys = round_keys(loop_key, r, plan.batch)
-      archs, state = ask(state, ask_key)
-      archs_np = np.asarray(archs, np.int32)
-      fidelity = np.asarray(state["fidelity"], np.int32) if plan.multi_fidelity else None
-      told = np.full((plan.batch,), np.nan, f32)
-      for j in range(plan.batch):
-        if not spent < budget:
-          break
-        fields = jax.device_get(evaluate_one(archs_np[j], eval_keys[j],
-                                             None if fidelity is None else fidelity[j]))
-        fitness, test, level, asked, q_cost, seconds = (v[0] for v in fields)
-        queries += 1
-        spent = f32(spent + q_cost)
-        cost = f32(cost + seconds)
-        if plan.multi_fidelity:
-          max_fidelity = max(max_fidelity, int(asked))
-        if np.isfinite(fitness):
-          told[j] = fitness
-          if level > best_fidelity or (level == best_fidelity and fitness > best_fitness):
-            best_fitness, best_fidelity, best_test = f32(fitness), int(level), f32(test)
-            best_arch = archs_np[j].copy()
-        else:
-          failed += 1
-        traj_fit.append(best_fitness)
-        traj_test.append(best_test)
-        traj_spent.append(spent)
-      state = tell(state, archs, jnp.asarray(told))
-      r += 1
-    # Entries past the last query repeat the final values, as on the device.
-    pad = plan.length - len(traj_fit)
-    traj_fit += [best_fitness] * pad
-    traj_test += [best_test] * pad
-    traj_spent += [spent] * pad
-    fit = np.asarray(traj_fit[:plan.length], f32)
-    per_seed.append(SearchResults(
-        best_arch=best_arch, best_fitness=f32(best_fitness if np.isfinite(best_fitness) else np.nan),
-        best_test=f32(best_test), best_fidelity=np.int32(best_fidelity),
-        trajectory_fitness=np.where(np.isfinite(fit), fit, np.nan).astype(f32),
-        trajectory_test=np.asarray(traj_test[:plan.length], f32),
-        trajectory_budget=np.asarray(traj_spent[:plan.length], f32), num_queries=np.int32(queries),
-        num_failed=np.int32(failed), budget_spent=f32(spent), cost=f32(cost),
-        max_fidelity_asked=np.int32(max_fidelity)))
-  results = SearchResults(*(np.stack(field) for field in zip(*per_seed)))
-  return check_results(results, estimator, budget)
