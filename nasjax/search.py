@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.errors import NasjaxError
+from nasjax.errors import DivergenceError, NasjaxError
 from nasjax.estimators.base import default_executor, is_jittable
 from nasjax.strategies.base import Strategy, asked_fidelity
 from nasjax.strategies.budget import admitted, admitted_prefix, incumbent, planned_costs
@@ -65,8 +65,7 @@ def is_divergence_error(error: BaseException) -> bool:
   Such an evaluation is a result (a failed architecture), not an accident: it is recorded as failed at
   once, and never retried, since the same key would diverge again.
   """
-  text = str(error)
-  return isinstance(error, NasjaxError) and ("became nan" in text or "became inf" in text)
+  return isinstance(error, DivergenceError)
 
 
 def _json_default(value: Any) -> Any:

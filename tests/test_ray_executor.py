@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from nasjax import search  # noqa: E402
-from nasjax.errors import NasjaxError  # noqa: E402
+from nasjax.errors import DivergenceError, NasjaxError  # noqa: E402
 from nasjax.parallel.ray_executor import RayExecutor, deferred  # noqa: E402
 from nasjax.spaces import NB201Space  # noqa: E402
 from nasjax.strategies import random_search  # noqa: E402
@@ -99,7 +99,7 @@ class FailSome(AttemptLog):
     if first % 2 == 0:
       raise RuntimeError(f"out of memory for edge op {first}")
     if first == 1:
-      raise NasjaxError("training loss became nan at epoch 1, step 2")
+      raise DivergenceError("training loss became nan at epoch 1, step 2", "loss", float("nan"), 1, 2)
     return deterministic(arch, key)
 
 

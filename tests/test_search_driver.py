@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nasjax import search
-from nasjax.errors import NasjaxError
+from nasjax.errors import DivergenceError, NasjaxError
 from nasjax.spaces import NB201Space
 from nasjax.strategies import Strategy, random_search
 
@@ -177,7 +177,7 @@ def test_nan_evaluation_is_failed_and_never_wins(executor):
 def test_diverged_training_is_failed_other_errors_propagate(tmp_path):
   def diverging(arch, key):
     if int(arch[0]) % 2 == 0:
-      raise NasjaxError("training loss became nan at epoch 1, step 3; the last ...")
+      raise DivergenceError("training loss became nan at epoch 1, step 3; the last ...", "loss", float("nan"), 1, 3)
     return toy(arch, key)
 
   out = run(diverging, tmp_path, budget=6)
@@ -191,6 +191,12 @@ def test_diverged_training_is_failed_other_errors_propagate(tmp_path):
 
   with pytest.raises(RuntimeError, match="a bug"):
     run(broken, tmp_path / "broken")
+
+  def says_nan(arch, key):  # recognised by type, not by its words
+    raise NasjaxError("an input became nan before training")
+
+  with pytest.raises(NasjaxError, match="became nan before"):
+    run(says_nan, tmp_path / "says_nan")
 
 
 def test_every_evaluation_failed_is_an_error():
