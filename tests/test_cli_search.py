@@ -157,27 +157,32 @@ def test_hyperband_over_the_tabular_fidelity_levels(tmp_path, capsys):
   assert levels == {0, 1}
 
 
-def test_proxy_search_on_nb201(tmp_path, tiny_npz, capsys):
+@pytest.mark.parametrize("executor", ["serial", pytest.param("auto", marks=pytest.mark.slow)])
+def test_proxy_search_on_nb201(executor, tmp_path, tiny_npz, capsys):
+  # serial: one candidate per program keeps NB201's op switch, a compile half as long as vmap's (where every
+  # switch becomes a select over all ops); auto = vmap is covered too, among the slow tests.
   out = tmp_path / "proxy"
   rc, err = run(capsys, "--space", "nb201", "--estimator", "proxy:synflow", "--data", tiny_npz, "--channels", "4",
                 "--cells-per-stage", "1", "--batch-size", "8", "--num-archs", "2", "--strategy-option",
-                "batch_size=2", "--out", str(out))
+                "batch_size=2", "--executor", executor, "--out", str(out))
   assert rc == 0, err
   result = read(out / "result.json")
-  assert result["executor"] == "vmap" and result["fitness"] == "score" and result["num_evaluated"] == 2
+  assert result["executor"] == ("vmap" if executor == "auto" else executor)
+  assert result["fitness"] == "score" and result["num_evaluated"] == 2
   assert np.isfinite(result["metrics"]["score"]) and len(result["ranking"]) == 2
 
 
-def test_hyperband_with_the_train_estimator_on_nb201(tmp_path, tiny_npz, capsys):
+def test_hyperband_with_the_train_estimator_on_a_macro_space(tmp_path, tiny_npz, capsys):
   out = tmp_path / "hb_train"
-  rc, err = run(capsys, "--space", "nb201", "--strategy", "hyperband", "--estimator", "train", "--data", tiny_npz,
-                "--epochs", "2", "--channels", "4", "--cells-per-stage", "1", "--batch-size", "16",
-                "--num-archs", "2", "--out", str(out))
+  rc, err = run(capsys, "--space", "macro", "--strategy", "hyperband", "--estimator", "train", "--data", tiny_npz,
+                "--epochs", "2", "--batch-size", "16", "--num-archs", "2", "--out", str(out))
   assert rc == 0, err
   result = read(out / "result.json")
   assert result["strategy_options"]["resources"] == [1.0, 2.0] and result["executor"] == "serial"
   records = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+  # Hyperband's first bracket: 3 candidates for 1 epoch, the best of them promoted to 2.
   assert [(r["fidelity"], r["metrics"]["epochs"]) for r in records] == [(0, 1)] * 3 + [(1, 2)]
+  assert records[3]["arch"] == max(records[:3], key=lambda r: r["metrics"]["accuracy"])["arch"]
   assert result["fidelity"] == 1 and result["metrics"]["epochs"] == 2
 
 
