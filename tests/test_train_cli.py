@@ -98,18 +98,19 @@ def test_resume_after_kill_is_exact(tmp_path):
                                identity=identity)
 
   killed = tmp_path / "killed"
-  original = train.run_epochs
+  from nasjax.training import supervised  # the engine's loop, which train_genotype runs
+  original = supervised.run_epochs
 
   def die_after_first_epoch(*args, **kwargs):
     state, history = original(*args, **dict(kwargs, stop_after=1))
     raise KeyboardInterrupt
 
-  train.run_epochs = die_after_first_epoch
+  supervised.run_epochs = die_after_first_epoch
   try:
     with pytest.raises(KeyboardInterrupt):
       train.train_genotype(genotype, ds, cfg, workdir=str(killed), show_progress=False, identity=identity)
   finally:
-    train.run_epochs = original
+    supervised.run_epochs = original
   resumed = train.train_genotype(genotype, ds, cfg, workdir=str(killed), show_progress=False,
                                  identity=identity)
   for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state)):

@@ -628,7 +628,7 @@ class EarlyStoppingEstimator:
 # ---------------------------------------------------------------------------------------------- training
 def make_epoch_fn(model_fn, variables: dict, cfg, x_train, y_train, x_valid, y_valid, *, mean, std,
                   seed: int = 0, mesh=None):
-  """``(state, epoch_fn)`` for :func:`early_stopping_trainer` on top of :mod:`nasjax.train`.
+  """``(state, epoch_fn)`` for :func:`early_stopping_trainer` on top of the engine (:mod:`nasjax.training`).
 
   ``variables`` are the starting weights (fresh or inherited); ``cfg`` is a training config
   (:func:`nasjax.estimators.train.short_training_config` has every field) whose ``epochs`` sets the
@@ -636,7 +636,7 @@ def make_epoch_fn(model_fn, variables: dict, cfg, x_train, y_train, x_valid, y_v
   accuracy; a loss that becomes NaN/Inf returns NaN instead of raising.
   """
   from nasjax import data as nasdata  # imported here: the curve fitting itself needs no training stack
-  from nasjax.train import evaluate, init_state, make_eval_step, make_optimizer, make_train_step, run_epochs
+  from nasjax.training import evaluate, init_state, make_eval_step, make_optimizer, make_train_step, run_epochs
 
   mesh = mesh or nasdata.data_mesh()
   batcher = nasdata.Batcher(x_train, np.asarray(y_train, np.int32), cfg.batch_size, seed=seed)

@@ -54,7 +54,7 @@ from nasjax.nn.chain_network import (CLASSIFIER, IMAGE, ChainNetwork, LayerPlan,
                                      chain_network, init_variables, layer_names, plan_network)
 from nasjax.nn.ops import BN_EPSILON
 from nasjax.spaces.macro import MacroSpace
-from nasjax.train import init_key as train_init_key
+from nasjax.training import init_key as train_init_key
 
 KINDS = ("widen", "deepen", "skip")
 
@@ -401,7 +401,7 @@ class MorphismEstimator:
     cfg = self.cfg.copy_and_resolve_references()
     cfg.seed = seed
     if variables is None:
-      # An rbg key: XLA:CPU compiles threefry initialisers slowly (see nasjax.train.init_key).
+      # An rbg key: XLA:CPU compiles threefry initialisers slowly (see nasjax.training.init_key).
       variables = jax.jit(lambda k: init_variables(network, k))(train_init_key(seed))
     else:
       cfg.epochs = cfg.finetune_epochs

@@ -32,8 +32,9 @@ from nasjax.errors import NasjaxError
 from nasjax.nn.count import count_params
 from nasjax.nn.network import Network
 from nasjax.nn.supernet import Supernet
-from nasjax.train import darts_eval_config, evaluate, init_state, make_eval_step, make_optimizer, \
-    make_train_step, network_model_fn, run_epochs
+from nasjax.train import darts_eval_config
+from nasjax.training import (evaluate, init_state, make_eval_step, make_optimizer, make_train_step,
+                             network_model_fn, run_epochs)
 
 
 def short_training_config() -> ml_collections.ConfigDict:
