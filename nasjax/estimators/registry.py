@@ -64,6 +64,8 @@ JITTABLE = {"train": False, "early_stopping": False, "morphism": False, "weight_
 # Estimators whose result depends on the calls before them: a Ray worker would not see that state.
 STATEFUL = ("early_stopping", "morphism")
 FITNESS_KEYS = {"proxy": "score"}
+# SPOS settings of its own ranking after training, which the weight-sharing estimator replaces by the search.
+_SPOS_RANKING_KEYS = ("rank_samples", "rank_strategy", "rank_strategy_options")
 SPEC_SYNTAX = ("train, early_stopping, morphism, weight_sharing, proxy:NAME[,NAME] (NAME: {proxies}), "
                "tabular:PATH (an NB201 table CSV; tabular alone reads ${env})")
 
@@ -254,8 +256,10 @@ def estimator_config(spec: Any, space: Any, *, preset: str = "demo") -> ml_colle
       raise NasjaxError(f"unknown preset {preset!r}; accepted: demo, paper")
     cfg = oneshot.demo_search_config("spos") if preset == "demo" else oneshot.search_config("spos")
     cfg.space = _space_name(space)
-    # The discrete strategy ranks the candidates, not SPOS's own random sample.
-    del cfg["rank_samples"]
+    # The discrete strategy (--strategy) ranks the candidates, not SPOS's own ranking.
+    for key in _SPOS_RANKING_KEYS:
+      if key in cfg:
+        del cfg[key]
     return cfg
   if spec.kind == "proxy":
     # The network the proxies score: NAS-Bench-201's (16 channels, 5 cells per stage) on one batch.
@@ -383,9 +387,9 @@ def _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, ep
 
 @dataclasses.dataclass
 class Model:
-  """One candidate's model for the training loop of :mod:`nasjax.train`."""
+  """One candidate's model for the training loop of :mod:`nasjax.training`."""
   init: Callable[[jax.Array], dict]   # key -> variables
-  model_fn: Callable                  # the model_fn contract of nasjax.train
+  model_fn: Callable                  # the model_fn contract of nasjax.training
   extra: Any                          # the train state's ``extra`` (the architecture of a switch network)
   params: int                         # parameters of the stand-alone network
   shared: bool = False                # the same model_fn serves every candidate (one compiled program)
@@ -426,7 +430,7 @@ def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarr
     return chain_model
   if family == CELL:
     from nasjax.nn.network import Network
-    from nasjax.train import network_model_fn
+    from nasjax.training import network_model_fn
 
     def cell_model(arch):
       network = Network(space.decode(np.asarray(arch)), cfg.channels, cfg.layers, dataset.num_classes,
@@ -466,7 +470,7 @@ def _nb201_switch_model_fn(net):
 
 class NetworkTrainingEstimator:
   """``estimator(arch, key, fidelity=None) -> metrics``: a short training from scratch for spaces other
-  than the cell spaces (NB201, macro, NAS-RL), on the training loop of :mod:`nasjax.train`.
+  than the cell spaces (NB201, macro, NAS-RL), on the training loop of :mod:`nasjax.training`.
 
   NB201 trains its switch network (the architecture is an array in the train state), so every candidate
   shares one compiled step per fidelity level; a chain network's shapes depend on its architecture, so
@@ -496,7 +500,7 @@ class NetworkTrainingEstimator:
 
   def _steps(self, model: Model, cfg):
     """(optimizer, train step, eval step); a shared model keeps one compiled pair per epoch count."""
-    from nasjax.train import make_eval_step, make_optimizer, make_train_step
+    from nasjax.training import make_eval_step, make_optimizer, make_train_step
     if model.shared and cfg.epochs in self._programs:
       return self._programs[cfg.epochs]
     tx = make_optimizer(cfg, self.steps_per_epoch)
@@ -508,7 +512,7 @@ class NetworkTrainingEstimator:
 
   def __call__(self, arch, key, fidelity=None) -> dict:
     from nasjax import data as nasdata
-    from nasjax.train import evaluate, init_state, run_epochs
+    from nasjax.training import evaluate, init_state, run_epochs
     t0 = time.perf_counter()
     arch = np.asarray(arch)
     cfg = self.cfg.copy_and_resolve_references()
@@ -535,7 +539,7 @@ class NetworkTrainingEstimator:
 def _early_stopping(space, dataset, cfg, mesh, workdir):
   from nasjax.estimators.curves import EarlyStoppingEstimator, make_epoch_fn
   from nasjax.estimators.train import estimation_splits
-  from nasjax.train import init_key
+  from nasjax.training import init_key
   builder = _network_builder(space, dataset, cfg, shared=False)
   x_tr, y_tr, x_va, y_va = estimation_splits(dataset, cfg)
 
@@ -595,7 +599,8 @@ def _weight_sharing(space, dataset, cfg, workdir, show_progress, mesh):
   from nasjax.parallel.distributed import to_host
   run_cfg = cfg.copy_and_resolve_references()
   run_cfg.method = "spos"
-  run_cfg.rank_samples = 1  # run_search's own ranking; the discrete strategy does the real one
+  run_cfg.rank_samples = 1  # run_search's own ranking, kept minimal: the discrete strategy does the real one
+  run_cfg.rank_strategy = "random"
   result = oneshot.run_search(run_cfg, space, dataset, show_progress=show_progress, mesh=mesh,
                               workdir=os.path.join(workdir, "supernet") if workdir else None)
   # The split and the Search (with its supernet module) that run_search used, rebuilt from the settings.
@@ -618,36 +623,7 @@ def _weight_sharing(space, dataset, cfg, workdir, show_progress, mesh):
     return (images.reshape(n // run_cfg.batch_size, run_cfg.batch_size, *images.shape[1:]),
             jnp.asarray(y[:n], jnp.int32).reshape(n // run_cfg.batch_size, run_cfg.batch_size))
 
-  train_batches, valid_batches = batches(xt, yt), batches(xv, yv)
-  checked = weight_sharing_estimator(space, search.net, variables, train_batches, valid_batches)
-  return _vmappable_weight_sharing(checked, space, search.net, variables, train_batches, valid_batches)
-
-
-def _vmappable_weight_sharing(checked, space, supernet, variables, train_batches, valid_batches):
-  """The same function as ``checked`` (weight_sharing_estimator's), callable inside ``jit(vmap(...))``.
-
-  weight_sharing_estimator jits its body with XLA:CPU compile options, and JAX accepts those on a
-  top-level jit only, so the VmapExecutor's ``jit(vmap(estimator))`` fails on CPU with it. This one
-  jits the same pure body (shared_weight_metrics) without options.
-  TODO: drop once weight_sharing_estimator's inner jit no longer carries compiler options.
-  """
-  from nasjax.estimators.base import as_estimator
-  from nasjax.estimators.weight_sharing import shared_weight_metrics, stack_batches
-  from nasjax.spaces.nb201 import NB201Space
-  to_arch = (lambda a: jnp.asarray(a, jnp.int32)) if isinstance(space, NB201Space) else space.edge_ops
-  train_images, _ = stack_batches(train_batches, need_labels=False, what="train_batches")
-  valid_images, valid_labels = stack_batches(valid_batches, need_labels=True, what="valid_batches")
-
-  @jax.jit
-  def run(variables, arch, train_images, valid_images, valid_labels):
-    return shared_weight_metrics(supernet, variables, to_arch(arch), train_images, valid_images, valid_labels)
-
-  def estimate(arch, key):
-    del key  # deterministic, as checked's
-    return run(variables, arch, train_images, valid_images, valid_labels)
-
-  del checked  # built only for its input checks
-  return as_estimator(estimate, jittable=True, name="weight_sharing")
+  return weight_sharing_estimator(space, search.net, variables, batches(xt, yt), batches(xv, yv))
 
 
 def _proxy(spec, space, dataset, cfg):
