@@ -14,19 +14,13 @@ device mesh (batches sharded, state replicated; BatchNorm sees the global batch,
 the one-device step) and the whole state checkpoints to orbax with the data position: a resumed search
 is bitwise the uninterrupted one on the same backend.
 
-Against the skip-connection collapse of DARTS (Zela et al., ICLR 2020; Chu et al., DARTS-, ICLR 2021;
-Liang et al., DARTS+, 2019) ``anti_collapse`` offers ``darts_minus`` (an auxiliary skip connection on
-every normal edge whose weight decays linearly from 1 to 0), ``skip_limit`` (stop when the derived normal
-cell has ``max_skips`` skip connections; keep the previous epoch's cell) and ``eigenvalue`` (stop when the
-dominant Hessian eigenvalue of the validation loss w.r.t. the architecture grows: mean of the last
-``eigen_window`` epochs over the mean of the window before it above ``1 / eigen_ratio``; keep the cell of
-``eigen_window`` epochs earlier). The eigenvalue is logged every ``eigen_every`` epochs whichever is chosen.
+The loop around the step (checkpoints with exact resume and run identity, metrics log, NaN/Inf guard,
+progress) is the training engine's (:func:`nasjax.training.run_loop`). Settings and the method registry are
+in :mod:`.configs`, the rules against the skip-connection collapse in :mod:`.anti_collapse`.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from typing import Any
 
@@ -34,118 +28,27 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
-import ml_collections
 import numpy as np
 import optax
 
 from nasjax import data as nasdata
-from nasjax.errors import DivergenceError, NasjaxError
+from nasjax.errors import NasjaxError
 from nasjax.estimators.weight_sharing import weight_sharing_estimator
 from nasjax.nn.init import init_variables
 from nasjax.nn.ops import Impl
 from nasjax.nn.supernet import Supernet
 from nasjax.oneshot import cost as arch_cost
 from nasjax.oneshot import derive
-from nasjax.oneshot.darts import darts
-from nasjax.oneshot.drnas import drnas
-from nasjax.oneshot.gdas import gdas
+from nasjax.oneshot.anti_collapse import ANTI_COLLAPSE, _collapse_check, collapse_check, darts_minus  # noqa: F401
+from nasjax.oneshot.configs import (METHODS, check_config, demo_search_config, make_method,  # noqa: F401
+                                    search_config)
 from nasjax.oneshot.hypergradient import (architecture_gradient, dominant_eigenvalue,
                                           hessian_vector_product)
-from nasjax.oneshot.method import CELL_TYPES, Method
-from nasjax.oneshot.pcdarts import pcdarts
-from nasjax.oneshot.snas import snas
-from nasjax.oneshot.spos import spos
-from nasjax.parallel.distributed import is_main_process, to_host
-from nasjax.train import evaluate, init_key
-from nasjax.utils import checkpoint as ckpt
+from nasjax.oneshot.method import CELL_TYPES
+from nasjax.parallel.distributed import to_host
+from nasjax.training import (EpochEnd, Position, Run, check_batch_size, cosine_schedule, evaluate, init_key,
+                             run_loop, sgd_optimizer)
 from nasjax.utils.jit import jit_with_options
-from nasjax.utils.logging import MetricsLogger, progress
-
-METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos")
-ANTI_COLLAPSE = ("none", "darts_minus", "skip_limit", "eigenvalue")
-
-
-def search_config(method: str = "darts") -> ml_collections.ConfigDict:
-  """The search setting of each method's paper on CIFAR-10 (DARTS: 50 epochs, batch 64, 16 channels,
-  8 cells, half of the training set for the architecture)."""
-  if method not in METHODS:
-    raise NasjaxError(f"unknown one-shot method {method!r}; accepted: {', '.join(METHODS)}")
-  cfg = ml_collections.ConfigDict(dict(
-      method=method, space="darts", epochs=50, batch_size=64, channels=16, layers=8, stem_multiplier=3,
-      learning_rate=0.025, min_learning_rate=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
-      arch_learning_rate=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3,
-      order=1, hessian="jvp_recompute", arch_warmup_epochs=0, partial_channels=1, tau_max=10.0, tau_min=0.1,
-      drnas_reg=1e-3, anti_collapse="none", max_skips=2, eigen_every=0, eigen_iters=10,
-      eigen_window=5, eigen_ratio=0.75, valid_fraction=0.5, train_subset=0, crop_padding=4, flip=True,
-      seed=2, eval_batch_size=500, checkpoint_every_steps=0, keep_checkpoints=2, rank_samples=100,
-      rank_batches=4, rank_strategy="regularized_evolution", dw_impl="auto", edge_loop="auto",
-      remat_edges=True, cost_weight=0.0, cost_metric="params"))
-  if method == "pcdarts":
-    # Xu et al. 2020: K=4, batch 256, learning rate 0.1, architecture lr 6e-4, 15 warm-up epochs.
-    cfg.update(partial_channels=4, batch_size=256, learning_rate=0.1, arch_learning_rate=6e-4,
-               arch_warmup_epochs=15)
-  elif method == "gdas":
-    # Dong & Yang 2019: 240 epochs, tau 10 -> 0.1.
-    cfg.update(epochs=240)
-  elif method == "drnas":
-    cfg.update(arch_learning_rate=6e-4)
-  elif method == "snas":
-    # Xie et al. 2019: 150 epochs; temperature 1.0 annealed (here exponentially) to tau_min.
-    cfg.update(epochs=150, tau_max=1.0, tau_min=0.03)
-  return cfg
-
-
-def demo_search_config(method: str = "darts") -> ml_collections.ConfigDict:
-  """A minutes-long CPU search on the embedded Fashion-MNIST subset: 4 channels, 5 cells, 2 epochs."""
-  cfg = search_config(method)
-  cfg.update(epochs=2, batch_size=32, channels=4, layers=5, train_subset=1600, arch_warmup_epochs=0,
-             eval_batch_size=500, rank_samples=8, rank_batches=2)
-  return cfg
-
-
-def make_method(cfg, space) -> Method:
-  if cfg.method == "darts":
-    return darts()
-  if cfg.method == "gdas":
-    return gdas(cfg.tau_max, cfg.tau_min)
-  if cfg.method == "pcdarts":
-    return pcdarts(cfg.partial_channels)
-  if cfg.method == "drnas":
-    return drnas(cfg.drnas_reg)
-  if cfg.method == "snas":
-    return snas(cfg.tau_max, cfg.tau_min)
-  if cfg.method == "spos":
-    return spos(space)
-  raise NasjaxError(f"unknown one-shot method {cfg.method!r}; accepted: {', '.join(METHODS)}")
-
-
-def check_config(cfg) -> None:
-  if cfg.order not in (1, 2):
-    raise NasjaxError(f"order must be 1 or 2, got {cfg.order!r}")
-  if cfg.anti_collapse not in ANTI_COLLAPSE:
-    raise NasjaxError(f"unknown anti_collapse {cfg.anti_collapse!r}; accepted: {', '.join(ANTI_COLLAPSE)}")
-  if cfg.anti_collapse == "eigenvalue" and cfg.eigen_every != 1:
-    raise NasjaxError("anti_collapse='eigenvalue' needs the eigenvalue every epoch: set eigen_every=1")
-  for name in ("epochs", "batch_size", "channels", "layers"):
-    if int(cfg[name]) < 1:
-      raise NasjaxError(f"{name} must be positive, got {cfg[name]}")
-  if cfg.channels % cfg.partial_channels:
-    raise NasjaxError(f"channels {cfg.channels} must be divisible by partial_channels {cfg.partial_channels}")
-  if cfg.cost_metric not in arch_cost.COST_METRICS:
-    raise NasjaxError(f"unknown cost_metric {cfg.cost_metric!r}; accepted: {', '.join(arch_cost.COST_METRICS)}")
-  if not (math.isfinite(cfg.cost_weight) and cfg.cost_weight >= 0):
-    raise NasjaxError(f"cost_weight must be a finite number >= 0, got {cfg.cost_weight}")
-  if cfg.method == "spos":
-    from nasjax import strategies
-    name = str(cfg.get("rank_strategy", "random")).strip().lower().replace("-", "_")
-    if strategies.STRATEGY_ALIASES.get(name, name) not in strategies.STRATEGY_NAMES:
-      raise NasjaxError(f"unknown rank_strategy {cfg.rank_strategy!r}; accepted: "
-                        f"{', '.join(strategies.STRATEGY_NAMES)}")
-    if int(cfg.rank_samples) < 1:
-      raise NasjaxError(f"rank_samples must be positive, got {cfg.rank_samples}")
-  if cfg.cost_weight and cfg.method == "spos":
-    raise NasjaxError("cost_weight needs architecture parameters to penalise; SPOS has none: rank its cells "
-                      "under a budget with nasjax.estimators.cost.constrained instead")
 
 
 class Search:
@@ -164,13 +67,10 @@ class Search:
     self.mesh = mesh or nasdata.data_mesh()
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = cfg.epochs * steps_per_epoch
-    self.schedule = optax.cosine_decay_schedule(cfg.learning_rate, max(1, self.total_steps),
-                                                alpha=cfg.min_learning_rate / cfg.learning_rate)
+    self.schedule = cosine_schedule(cfg, self.total_steps)
     # On one flat vector: the per-leaf optimizer over a supernet's parameter leaves was ~900 small fused
-    # loops of the step's program, a noticeable part of XLA's compile time (optax.flatten).
-    self.weight_tx = optax.flatten(optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                                               optax.add_decayed_weights(cfg.weight_decay),
-                                               optax.sgd(self.schedule, momentum=cfg.momentum)))
+    # loops of the step's program, a noticeable part of XLA's compile time.
+    self.weight_tx = sgd_optimizer(cfg, self.schedule, flat=True)
     self.arch_tx = optax.chain(optax.add_decayed_weights(cfg.arch_weight_decay),
                                optax.adam(cfg.arch_learning_rate, b1=cfg.arch_beta1, b2=cfg.arch_beta2))
     self.skip_index = (tuple(space.supernet_ops).index("skip_connect")
@@ -208,8 +108,7 @@ class Search:
     mixed = self.method.mix(arch, key, progress_)
     if (self.cfg.anti_collapse == "darts_minus" and self.skip_index is not None and self.method.bilevel
         and not self.method.hard):
-      beta = 1.0 - progress_
-      mixed = dict(mixed, normal=mixed["normal"].at[:, self.skip_index].add(beta))
+      mixed = darts_minus(mixed, self.skip_index, progress_)
     return mixed
 
   def loss(self, params, batch_stats, weights, x, y):
@@ -370,7 +269,8 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
   With ``workdir``: ``checkpoints/`` (whole search state each epoch, and every ``checkpoint_every_steps``),
   ``metrics.jsonl`` (per-epoch alphas, genotypes, losses, accuracies, eigenvalues; TensorBoard scalars
   where a writer is installed). ``stop_after_steps`` ends the run after that many steps of this call, as a
-  killed process would (for resume tests); the result then has ``"finished": False``.
+  killed process would (for resume tests); the result then has ``"finished": False``. A loss that becomes
+  NaN/Inf raises :class:`~nasjax.errors.DivergenceError` and keeps the last good checkpoint.
   """
   x, y = dataset.x_train, dataset.y_train
   if cfg.train_subset:
@@ -382,105 +282,70 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
   search = cached_search(cfg, space, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std,
                          steps_per_epoch, mesh)
   mesh = search.mesh
-  if cfg.batch_size % mesh.size:
-    raise NasjaxError(f"batch size {cfg.batch_size} must be divisible by the {mesh.size} devices")
+  check_batch_size(cfg.batch_size, mesh)
   state = search.init_state(cfg.seed)
   # The data's content, not its name or path: a resume on a regenerated subset of the same name is refused.
   identity = dict(identity or {}, config=cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg),
                   space=space.name, dataset=dataset.fingerprint)
   history: list[dict] = []
-  epoch, start_step, resumed_sums = 0, 0, None
-  manager = logger = None
+  start = Position()
+  run = None
   if workdir is not None:
-    os.makedirs(workdir, exist_ok=True)
-    manager = ckpt.Manager(os.path.join(os.path.abspath(workdir), "checkpoints"), cfg.keep_checkpoints)
-    restored = manager.restore_latest(state, identity)
-    if restored is not None:
-      state, meta = restored
-      epoch, start_step, history = meta["epoch"], meta["step_in_epoch"], meta["history"]
-      resumed_sums = meta.get("sums")
-    # In a multi-process job every process runs the same search; process 0 alone writes the log (the
-    # checkpoint manager coordinates its own writes across processes).
-    logger = MetricsLogger(workdir, truncate_after_epoch=epoch) if is_main_process() else None
-  state = nasdata.replicate(state, mesh)
+    # Numbered by step: checkpoints inside an epoch carry its running sums, so a resumed epoch's means are exact.
+    run = Run(workdir, identity, cfg.keep_checkpoints, steps_per_epoch=steps_per_epoch)
+    state, start, history = run.resume(state)
   eigen_batch = next(valid_batches.epoch(0))
-  stop_reason, kept_record, steps_run = None, None, 0
   t_start = time.perf_counter()
 
-  def save(epoch_done: int, step_in_epoch: int, sums=None):
-    # Mid-epoch checkpoints carry the epoch's running sums, so the resumed epoch's means are exact.
-    if manager is not None:
-      manager.save(epoch_done * steps_per_epoch + step_in_epoch, to_host(state),
-                   {"epoch": epoch_done, "step_in_epoch": step_in_epoch, "history": history,
-                    "identity": identity, "sums": sums})
-
-  while epoch < cfg.epochs and stop_reason is None:
-    sums = dict(resumed_sums or {"loss": 0.0, "accuracy": 0.0, "valid_loss": 0.0})
-    resumed_sums = None
-    t0 = time.perf_counter()
-    bar = progress(steps_per_epoch, f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
-                   show_progress and is_main_process())
-    bar.update(start_step)
+  def batches(epoch, start_step):
     pairs = zip(train_batches.epoch(epoch, start_step), valid_batches.epoch(epoch, start_step))
-    # The epoch's first step holds any compilation; the steps after it give the steady rate.
-    first_step_done = None
-    for step, ((bx, by), (vx, vy)) in enumerate(pairs, start=start_step):
-      batch = nasdata.shard_batch((bx, by, vx, vy), mesh)
-      state, metrics = search.step(state, *batch)
-      metrics = {k: float(v) for k, v in to_host(metrics).items()}
-      if first_step_done is None:
-        first_step_done = time.perf_counter()
-      for name, value in metrics.items():
-        if not math.isfinite(value):
-          raise DivergenceError(f"{name.replace('_', ' ')} became {value} at epoch {epoch + 1}, step {step + 1} "
-                                f"of the {cfg.method} search; nothing derived from it is written, and the last "
-                                "good checkpoint is kept" + (f" in {workdir}" if workdir else ""),
-                                name, value, epoch + 1, step + 1)
-        sums[name] = sums.get(name, 0.0) + value
-      bar.update(1)
-      bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}")
-      steps_run += 1
-      if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 \
-          and step + 1 < steps_per_epoch:
-        save(epoch, step + 1, sums)
-      if stop_after_steps is not None and steps_run >= stop_after_steps:
-        bar.close()
-        if manager is not None:
-          manager.close()
-        return {"finished": False, "epoch": epoch, "step_in_epoch": step + 1, "state": state,
-                "history": history}
-    bar.close()
-    done = steps_per_epoch
-    t_end = time.perf_counter()
-    record: dict[str, Any] = {"epoch": epoch + 1, "seconds": t_end - t0,
-                              "learning_rate": float(search.schedule(epoch * steps_per_epoch))}
-    steps_in_epoch = steps_per_epoch - start_step  # a resumed epoch runs only its remaining steps
-    if steps_in_epoch > 1:
-      record["steady_s_per_step"] = (t_end - first_step_done) / (steps_in_epoch - 1)
-    record.update({f"train_{k}" if k in ("loss", "accuracy") else k: v / max(1, done)
-                   for k, v in sums.items() if v or k != "valid_loss"})
+    return ((bx, by, vx, vy) for (bx, by), (vx, vy) in pairs)
+
+  def end_epoch(state, info: EpochEnd, history):
+    record: dict[str, Any] = {"epoch": info.epoch + 1, "seconds": info.seconds,
+                              "learning_rate": float(search.schedule(info.epoch * steps_per_epoch))}
+    if info.steady_s_per_step is not None:  # the epoch's first step holds any compilation
+      record["steady_s_per_step"] = info.steady_s_per_step
+    record.update({f"train_{k}" if k in ("loss", "accuracy") else k: v / max(1, info.steps)
+                   for k, v in info.sums.items() if v or k != "valid_loss"})
     ev = evaluate(search.eval_step, state, xv, yv.astype(np.int32), cfg.eval_batch_size, mesh)
     record.update(valid_accuracy=ev["accuracy"], valid_eval_loss=ev["loss"])
     if search.method.bilevel:
       record.update(_record_arch(search, to_host(state["arch"])))
-      if cfg.eigen_every and (epoch + 1) % cfg.eigen_every == 0:
+      if cfg.eigen_every and (info.epoch + 1) % cfg.eigen_every == 0:
         ex, ey = nasdata.shard_batch(eigen_batch, mesh)
-        record["hessian_eigenvalue"] = search.eigenvalue(state, ex, ey, jax.random.key(epoch), cfg.eigen_iters)
-    history.append(record)
-    stop_reason, kept_record = _collapse_check(cfg, history)
-    if stop_reason:
-      record["stopped"] = stop_reason
-    epoch, start_step = epoch + 1, 0
-    if logger is not None:
-      logger.write(record)
-    save(epoch, 0)
+        record["hessian_eigenvalue"] = search.eigenvalue(state, ex, ey, jax.random.key(info.epoch),
+                                                         cfg.eigen_iters)
+    reason, _ = collapse_check(cfg, history + [record])
+    if reason:
+      record["stopped"] = reason
+    return record
 
-  if manager is not None:
-    manager.close()
-  result = {"finished": True, "method": cfg.method, "space": space.name, "epochs_run": epoch,
+  def diverged(metric, value, epoch, step):
+    return (f"{metric.replace('_', ' ')} became {value} at epoch {epoch}, step {step} of the {cfg.method} "
+            "search; nothing derived from it is written, and the last good checkpoint is kept"
+            + (f" in {workdir}" if workdir else ""))
+
+  try:
+    out = run_loop(lambda state, batch, epoch: search.step(state, *batch), nasdata.replicate(state, mesh),
+                   batches, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, end_epoch=end_epoch, mesh=mesh,
+                   start=start, history=history, run=run,
+                   initial_sums={"loss": 0.0, "accuracy": 0.0, "valid_loss": 0.0},
+                   divergence_message=diverged, checkpoint_every_steps=cfg.checkpoint_every_steps,
+                   stop_after_steps=stop_after_steps, desc=f"{cfg.method} epoch", show_progress=show_progress,
+                   images_per_step=cfg.batch_size)
+  finally:
+    if run is not None:
+      run.close()
+  state, history = out.state, out.history
+  if not out.finished:
+    return {"finished": False, "epoch": out.position.epoch, "step_in_epoch": out.position.step, "state": state,
+            "history": history}
+  result = {"finished": True, "method": cfg.method, "space": space.name, "epochs_run": out.position.epoch,
             "seconds": time.perf_counter() - t_start, "history": history, "state": state,
-            "stopped": stop_reason}
+            "stopped": out.stopped}
   if search.method.bilevel:
+    kept_record = collapse_check(cfg, history)[1] if out.stopped else None
     final = kept_record or history[-1]
     result.update(arch=final["arch"], genotype=final["genotype"], alphas=final["alphas"],
                   derived_at_epoch=final["epoch"])
@@ -488,25 +353,6 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
     ranking = rank_architectures(search, state, (xt, yt), (xv, yv), cfg)
     result.update(arch=ranking[0]["arch"], genotype=ranking[0]["genotype"], ranking=ranking)
   return result
-
-
-def _collapse_check(cfg, history: list[dict]) -> tuple[str | None, dict | None]:
-  """Returns (reason, the record whose cell to keep) when an anti-collapse rule stops the search."""
-  last = history[-1]
-  if cfg.anti_collapse == "skip_limit" and last.get("normal_skips", 0) >= cfg.max_skips:
-    keep = history[-2] if len(history) > 1 else last
-    return (f"normal cell reached {last['normal_skips']} skip connections at epoch {last['epoch']} "
-            f"(limit {cfg.max_skips}); keeping the cell of epoch {keep['epoch']}"), keep
-  if cfg.anti_collapse == "eigenvalue":
-    k = cfg.eigen_window
-    values = [r.get("hessian_eigenvalue") for r in history]
-    if len(values) >= 2 * k and all(v is not None for v in values[-2 * k:]):
-      before, now = np.mean(values[-2 * k:-k]), np.mean(values[-k:])
-      if now > 0 and before / now < cfg.eigen_ratio:
-        keep = history[-k - 1]
-        return (f"dominant Hessian eigenvalue grew from {before:.4g} to {now:.4g} (ratio {before / now:.3f} "
-                f"< {cfg.eigen_ratio}); keeping the cell of epoch {keep['epoch']}"), keep
-  return None, None
 
 
 def rank_architectures(search: Search, state, train_xy, valid_xy, cfg) -> list[dict]:

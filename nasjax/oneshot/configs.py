@@ -1,0 +1,107 @@
+"""One-shot search settings: each method's paper setting (:func:`search_config`), a minutes-long CPU demo
+(:func:`demo_search_config`), their validation (:func:`check_config`) and the method registry
+(:data:`METHODS`, :func:`make_method`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import ml_collections
+
+from nasjax.errors import NasjaxError
+from nasjax.oneshot import cost as arch_cost
+from nasjax.oneshot.anti_collapse import ANTI_COLLAPSE
+from nasjax.oneshot.darts import darts
+from nasjax.oneshot.drnas import drnas
+from nasjax.oneshot.gdas import gdas
+from nasjax.oneshot.method import Method
+from nasjax.oneshot.pcdarts import pcdarts
+from nasjax.oneshot.snas import snas
+from nasjax.oneshot.spos import spos
+
+# The method registry: name -> ``factory(cfg, space) -> Method``.
+METHOD_FACTORIES: dict[str, Callable[..., Method]] = {
+    "darts": lambda cfg, space: darts(),
+    "gdas": lambda cfg, space: gdas(cfg.tau_max, cfg.tau_min),
+    "pcdarts": lambda cfg, space: pcdarts(cfg.partial_channels),
+    "drnas": lambda cfg, space: drnas(cfg.drnas_reg),
+    "snas": lambda cfg, space: snas(cfg.tau_max, cfg.tau_min),
+    "spos": lambda cfg, space: spos(space),
+}
+METHODS = tuple(METHOD_FACTORIES)
+
+
+def search_config(method: str = "darts") -> ml_collections.ConfigDict:
+  """The search setting of each method's paper on CIFAR-10 (DARTS: 50 epochs, batch 64, 16 channels,
+  8 cells, half of the training set for the architecture)."""
+  if method not in METHODS:
+    raise NasjaxError(f"unknown one-shot method {method!r}; accepted: {', '.join(METHODS)}")
+  cfg = ml_collections.ConfigDict(dict(
+      method=method, space="darts", epochs=50, batch_size=64, channels=16, layers=8, stem_multiplier=3,
+      learning_rate=0.025, min_learning_rate=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
+      arch_learning_rate=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3,
+      order=1, hessian="jvp_recompute", arch_warmup_epochs=0, partial_channels=1, tau_max=10.0, tau_min=0.1,
+      drnas_reg=1e-3, anti_collapse="none", max_skips=2, eigen_every=0, eigen_iters=10,
+      eigen_window=5, eigen_ratio=0.75, valid_fraction=0.5, train_subset=0, crop_padding=4, flip=True,
+      seed=2, eval_batch_size=500, checkpoint_every_steps=0, keep_checkpoints=2, rank_samples=100,
+      rank_batches=4, rank_strategy="regularized_evolution", dw_impl="auto", edge_loop="auto",
+      remat_edges=True, cost_weight=0.0, cost_metric="params"))
+  if method == "pcdarts":
+    # Xu et al. 2020: K=4, batch 256, learning rate 0.1, architecture lr 6e-4, 15 warm-up epochs.
+    cfg.update(partial_channels=4, batch_size=256, learning_rate=0.1, arch_learning_rate=6e-4,
+               arch_warmup_epochs=15)
+  elif method == "gdas":
+    # Dong & Yang 2019: 240 epochs, tau 10 -> 0.1.
+    cfg.update(epochs=240)
+  elif method == "drnas":
+    cfg.update(arch_learning_rate=6e-4)
+  elif method == "snas":
+    # Xie et al. 2019: 150 epochs; temperature 1.0 annealed (here exponentially) to tau_min.
+    cfg.update(epochs=150, tau_max=1.0, tau_min=0.03)
+  return cfg
+
+
+def demo_search_config(method: str = "darts") -> ml_collections.ConfigDict:
+  """A minutes-long CPU search on the embedded Fashion-MNIST subset: 4 channels, 5 cells, 2 epochs."""
+  cfg = search_config(method)
+  cfg.update(epochs=2, batch_size=32, channels=4, layers=5, train_subset=1600, arch_warmup_epochs=0,
+             eval_batch_size=500, rank_samples=8, rank_batches=2)
+  return cfg
+
+
+def make_method(cfg, space) -> Method:
+  """The :class:`Method` named by ``cfg.method``, with its settings from ``cfg``."""
+  if cfg.method not in METHOD_FACTORIES:
+    raise NasjaxError(f"unknown one-shot method {cfg.method!r}; accepted: {', '.join(METHODS)}")
+  return METHOD_FACTORIES[cfg.method](cfg, space)
+
+
+def check_config(cfg) -> None:
+  """Refuses a setting the search cannot run with one line naming what is accepted (before any work)."""
+  if cfg.order not in (1, 2):
+    raise NasjaxError(f"order must be 1 or 2, got {cfg.order!r}")
+  if cfg.anti_collapse not in ANTI_COLLAPSE:
+    raise NasjaxError(f"unknown anti_collapse {cfg.anti_collapse!r}; accepted: {', '.join(ANTI_COLLAPSE)}")
+  if cfg.anti_collapse == "eigenvalue" and cfg.eigen_every != 1:
+    raise NasjaxError("anti_collapse='eigenvalue' needs the eigenvalue every epoch: set eigen_every=1")
+  for name in ("epochs", "batch_size", "channels", "layers"):
+    if int(cfg[name]) < 1:
+      raise NasjaxError(f"{name} must be positive, got {cfg[name]}")
+  if cfg.channels % cfg.partial_channels:
+    raise NasjaxError(f"channels {cfg.channels} must be divisible by partial_channels {cfg.partial_channels}")
+  if cfg.cost_metric not in arch_cost.COST_METRICS:
+    raise NasjaxError(f"unknown cost_metric {cfg.cost_metric!r}; accepted: {', '.join(arch_cost.COST_METRICS)}")
+  if not (math.isfinite(cfg.cost_weight) and cfg.cost_weight >= 0):
+    raise NasjaxError(f"cost_weight must be a finite number >= 0, got {cfg.cost_weight}")
+  if cfg.method == "spos":
+    from nasjax import strategies
+    name = str(cfg.get("rank_strategy", "random")).strip().lower().replace("-", "_")
+    if strategies.STRATEGY_ALIASES.get(name, name) not in strategies.STRATEGY_NAMES:
+      raise NasjaxError(f"unknown rank_strategy {cfg.rank_strategy!r}; accepted: "
+                        f"{', '.join(strategies.STRATEGY_NAMES)}")
+    if int(cfg.rank_samples) < 1:
+      raise NasjaxError(f"rank_samples must be positive, got {cfg.rank_samples}")
+  if cfg.cost_weight and cfg.method == "spos":
+    raise NasjaxError("cost_weight needs architecture parameters to penalise; SPOS has none: rank its cells "
+                      "under a budget with nasjax.estimators.cost.constrained instead")
