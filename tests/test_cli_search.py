@@ -42,6 +42,12 @@ def read(path):
     return json.load(f)
 
 
+def records(log):
+  """The search log's records without their timings (a redone evaluation takes other seconds)."""
+  text = log if isinstance(log, bytes) else log.read_bytes()
+  return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in text.splitlines()]
+
+
 # ---------------------------------------------------------------------------------------------- refusals
 BAD = [
     (["--space", "bogus"], "unknown search space 'bogus'; accepted: darts"),
@@ -140,6 +146,20 @@ def test_tabular_evolution_on_nb201_and_its_resume_identity(tmp_path, capsys):
   again = read(out / "result.json")
   assert again["genotype"] == result["genotype"] and again["metrics"] == result["metrics"]
   assert (out / "evaluations.jsonl").read_bytes() == log
+  # Killed mid-search (5 records written, the 6th cut): the rerun ends with the uninterrupted log and result.
+  (out / "result.json").unlink()
+  lines = log.splitlines(keepends=True)
+  (out / "evaluations.jsonl").write_bytes(b"".join(lines[:5]) + lines[5][:20])
+  rc, err = run(capsys, *args)
+  assert rc == 0, err
+  assert records(out / "evaluations.jsonl") == records(log) and read(out / "result.json")["arch"] == result["arch"]
+  # A log damaged before its last line is not a kill: refused in one line, the file left as it is.
+  (out / "result.json").unlink()
+  damaged = b"".join(lines[:2]) + b"garbage\n" + b"".join(lines[3:])
+  (out / "evaluations.jsonl").write_bytes(damaged)
+  rc, err = run(capsys, *args)
+  assert rc == 2 and "damaged" in err and err.count("\n") == 1
+  assert (out / "evaluations.jsonl").read_bytes() == damaged
 
 
 def test_hyperband_over_the_tabular_fidelity_levels(tmp_path, capsys):
