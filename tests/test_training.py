@@ -141,3 +141,31 @@ def test_killed_inside_an_epoch_resumes_bitwise_with_exact_epoch_means(tmp_path)
   assert whole.finished and resumed.finished and resumed.position == Position(2)
   assert_same_state(whole.state, resumed.state)
   assert resumed.history == whole.history and len(whole.history) == 2
+
+
+def test_a_stopping_record_ends_the_loop_and_a_resume_after_it(tmp_path):
+  """An epoch record with a "stopped" reason (the one-shot search's anti-collapse rules) ends the loop;
+  rerun from its checkpoint (killed before the caller saw the result), the loop runs nothing more."""
+  cfg, (x, y) = tiny_config(epochs=3), images()
+  batcher = nasdata.Batcher(x, y, cfg.batch_size, seed=cfg.seed)
+  tx = make_optimizer(cfg, batcher.steps_per_epoch)
+  train_step = make_train_step(model_fn, tx, cfg, MEAN, STD)
+  mesh = nasdata.data_mesh()
+
+  def loop():
+    run = Run(str(tmp_path), {"model": "mlp"})
+    state, start, history = run.resume(init_state(model_init, tx, cfg.seed))
+    try:
+      return run_loop(lambda s, b, e: train_step(s, *b, jnp.float32(0)), nasdata.replicate(state, mesh),
+                      batcher.epoch, epochs=cfg.epochs, steps_per_epoch=batcher.steps_per_epoch,
+                      end_epoch=lambda s, info, h: {"epoch": info.epoch + 1, "stopped": "enough"},
+                      mesh=mesh, start=start, history=history, run=run, show_progress=False)
+    finally:
+      run.close()
+
+  first = loop()
+  assert first.finished and first.stopped == "enough" and first.position == Position(1)
+  again = loop()
+  assert again.finished and again.stopped == "enough" and again.position == Position(1)
+  assert again.history == first.history and len(again.history) == 1
+  assert_same_state(first.state, again.state)

@@ -10,7 +10,8 @@ Every training of nasjax runs here: retraining a genotype and the training-based
 * ``batches(epoch, start_step)``, the host batches of an epoch from a step on (a deterministic function of
   the epoch, so a resume mid-epoch sees the batches an uninterrupted run would);
 * ``end_epoch(state, info, history) -> record``, the epoch's record (means, evaluation, ...); a record with
-  a ``"stopped"`` reason ends the loop after it is logged and checkpointed.
+  a ``"stopped"`` reason ends the loop after it is logged and checkpointed (and a resume from that
+  checkpoint runs nothing more).
 
 A metric that becomes NaN or Inf raises :class:`~nasjax.errors.DivergenceError` before anything of that
 epoch is logged or checkpointed, so the last good checkpoint stays the newest.
@@ -83,7 +84,8 @@ def run_loop(step_fn: Callable, state, batches: Callable[[int, int], Iterable[tu
   history = list(history)
   epoch, start_step, resumed_sums = start.epoch, start.step, start.sums
   end = epochs if stop_after_epochs is None else min(epochs, epoch + stop_after_epochs)
-  stopped, steps_run = None, 0
+  # A run resumed after its stopping record stays stopped, as the uninterrupted run did.
+  stopped, steps_run = (history[-1].get("stopped") if history else None), 0
   while epoch < end and stopped is None:
     sums = dict(resumed_sums or initial_sums or {})
     resumed_sums = None
