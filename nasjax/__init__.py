@@ -7,4 +7,4 @@ computation (the ``nasjax`` command does).
 
 __version__ = "0.1.0"
 
-from nasjax.errors import NasjaxError  # noqa: F401
+from nasjax.errors import DivergenceError, NasjaxError  # noqa: F401
