@@ -11,11 +11,18 @@ the same cell architecture.
 
 Two ways to build it, with the same variable names for the ops they share:
 
-* ``genotype=None`` (default): every edge holds all 5 candidate ops and picks one with ``lax.switch`` on
-  the ``int32[6]`` architecture passed to ``__call__`` (encoding of :class:`nasjax.spaces.NB201Space`).
-  One compiled program serves every architecture, ``jax.vmap`` over a population of architectures
-  works, and the network doubles as the weight-sharing supernet of the NB201 space (as in the benchmark's
-  own one-shot experiments).
+* ``genotype=None`` (default): every edge holds all 5 candidate ops, and the architecture passed to
+  ``__call__`` says how they combine. This is the NB201 supernet (the benchmark's own one-shot rows train
+  it, with ``affine=False``), in three modes chosen by what is passed:
+
+  - ``int32[6]`` op indices (encoding of :class:`nasjax.spaces.NB201Space`): the discrete mode, each edge
+    runs its chosen op with ``lax.switch``. One compiled program serves every architecture and
+    ``jax.vmap`` over a population of architectures works (weight sharing: SPOS, the weight-sharing
+    estimator, the proxies);
+  - ``f32[6, 5]`` mixing weights, one row per edge over :data:`nasjax.spaces.NB201_OPS`: the relaxed mode,
+    each edge is the weighted sum of its 5 ops (DARTS, DrNAS, SNAS);
+  - the same with ``hard=True``: each edge computes only its arg-max op (``lax.switch``) and scales it by
+    that weight, so a one-hot straight-through sample (GDAS) passes its gradient to the architecture.
 * ``genotype=(op indices)``: a stand-alone network holding only the chosen ops, the network the benchmark
   trained; :func:`discrete_variables` cuts the switch network's variables down to it.
 
@@ -36,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.ops import Impl, OpConfig, batch_norm, conv, make_op
+from nasjax.nn.ops import Impl, OpConfig, batch_norm, conv, make_op, op_spec
 from nasjax.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Space
 
 _EDGE_PREFIX = "edge_"
@@ -59,15 +66,23 @@ class NB201Edge(nn.Module):
     # A dict attribute names the submodules ops_<op name>, the same in switch and stand-alone networks.
     self.ops = {name: make_op(name, config) for name in self.candidates}
 
-  def __call__(self, x, index, train: bool):
+  def __call__(self, x, choice, train: bool, mode: str = "discrete"):
+    """``choice``: the op index (mode "discrete") or the f32[ops] mixing weights ("relaxed", "hard")."""
     if len(self.candidates) == 1:
       return self.ops[self.candidates[0]](x, train)
+    if mode == "relaxed":
+      # A zero op contributes nothing to the sum (and no gradient to its weight), as in DARTS' MixedOp.
+      return sum(choice[i] * self.ops[name](x, train) for i, name in enumerate(self.candidates)
+                 if not op_spec(name).is_zero)
     branches = [lambda mdl, x, name=name: mdl.ops[name](x, train) for name in self.candidates]
     if self.is_initializing():
       # nn.switch only traces its branches; every candidate must own its variables from the start.
       for branch in branches:
         branch(self, x)
-    return nn.switch(index, branches, self, x)
+    if mode == "hard":
+      index = jnp.argmax(choice)
+      return nn.switch(index, branches, self, x) * choice[index]
+    return nn.switch(choice, branches, self, x)
 
 
 class NB201Cell(nn.Module):
@@ -78,7 +93,7 @@ class NB201Cell(nn.Module):
   impl: Impl = Impl(conv="xla")
 
   @nn.compact
-  def __call__(self, x, arch, train: bool):
+  def __call__(self, x, arch, train: bool, mode: str = "discrete"):
     nodes = [x]
     for dst in (1, 2, 3):
       total = None
@@ -87,7 +102,7 @@ class NB201Cell(nn.Module):
           continue
         candidates = NB201_OPS if self.genotype is None else (NB201_OPS[self.genotype[e]],)
         y = NB201Edge(candidates, self.channels, self.affine, self.impl, name=edge_name(src, dst))(
-            nodes[src], None if arch is None else arch[e], train)
+            nodes[src], None if arch is None else arch[e], train, mode)
         total = y if total is None else total + y
       nodes.append(total)
     return nodes[3]
@@ -124,9 +139,10 @@ class NB201Network(nn.Module):
     impl: how the cells' ops are written (:class:`nasjax.nn.ops.Impl`; by default XLA's convolutions with
       plain autodiff and the pooling form of the backend).
 
-  Call as ``apply(variables, x, arch, train=...)`` (switch network; ``arch`` an int32[6] array, possibly a
-  tracer; out-of-range op indices are clamped, as ``lax.switch`` does) or ``apply(variables, x,
-  train=...)`` (stand-alone network). Returns the logits.
+  Call as ``apply(variables, x, arch, train=..., hard=False)`` (switch network; ``arch`` an int32[6] array
+  of op indices, possibly a tracer, out-of-range indices clamped as ``lax.switch`` does; or f32[6, 5]
+  mixing weights, a weighted sum of every edge's ops, or with ``hard=True`` only each edge's arg-max op
+  scaled by its weight) or ``apply(variables, x, train=...)`` (stand-alone network). Returns the logits.
   """
   channels: int = 16
   cells_per_stage: int = 5
@@ -135,7 +151,7 @@ class NB201Network(nn.Module):
   genotype: Any = None
   impl: Impl = Impl(conv="xla")
 
-  def _validate(self, x, arch):
+  def _validate(self, x, arch, hard: bool):
     if self.channels < 1 or self.cells_per_stage < 0 or self.num_classes < 1:
       raise NasjaxError(f"NB201Network needs channels >= 1, cells_per_stage >= 0 and num_classes >= 1; "
                         f"got {self.channels}, {self.cells_per_stage}, {self.num_classes}")
@@ -144,21 +160,28 @@ class NB201Network(nn.Module):
     if self.genotype is not None:
       if arch is not None:
         raise NasjaxError("this NB201Network has a fixed genotype; call it without an architecture")
-      return None
+      return None, "discrete"
     if arch is None:
       raise NasjaxError("this NB201Network selects its ops from an architecture: call apply(variables, x, "
                         "arch) with an int32[6] array in NB201Space encoding (or build it with genotype=)")
     arch = jnp.asarray(arch)
+    relaxed_shape = (len(NB201_EDGES), len(NB201_OPS))
+    if jnp.issubdtype(arch.dtype, jnp.floating) and arch.shape == relaxed_shape:
+      return arch, ("hard" if hard else "relaxed")
     if arch.shape != (len(NB201_EDGES),) or not jnp.issubdtype(arch.dtype, jnp.integer):
       raise NasjaxError(f"an NB201 architecture is an integer array of shape ({len(NB201_EDGES)},) (one op "
-                        f"index per edge); got {arch.dtype} {arch.shape}")
+                        f"index per edge) or float mixing weights of shape {relaxed_shape} (edges x ops); "
+                        f"got {arch.dtype} {arch.shape}")
+    if hard:
+      raise NasjaxError("hard=True selects the arg-max of float mixing weights; an int32[6] architecture "
+                        "already names one op per edge (call without hard)")
     if not isinstance(arch, jax.core.Tracer):
       NB201Space().check(np.asarray(arch))
-    return arch
+    return arch, "discrete"
 
   @nn.compact
-  def __call__(self, x, arch=None, train: bool = False):
-    arch = self._validate(x, arch)
+  def __call__(self, x, arch=None, train: bool = False, hard: bool = False):
+    arch, mode = self._validate(x, arch, hard)
     genotype = None if self.genotype is None else _check_genotype(self.genotype)
     c = self.channels
     s = batch_norm(train, True, name="stem_bn")(conv(c, (3, 3), name="stem_conv")(x))
@@ -167,7 +190,7 @@ class NB201Network(nn.Module):
       if stage:
         s = ResNetReduction(features, self.affine, self.impl, name=f"reduction_{stage}")(s, train)
       for i in range(self.cells_per_stage):
-        s = NB201Cell(features, self.affine, genotype, self.impl, name=f"cell_{stage}_{i}")(s, arch, train)
+        s = NB201Cell(features, self.affine, genotype, self.impl, name=f"cell_{stage}_{i}")(s, arch, train, mode)
     s = nn.relu(batch_norm(train, True, name="lastact_bn")(s))
     return nn.Dense(self.num_classes, name="classifier")(jnp.mean(s, axis=(1, 2)))
 
