@@ -1,4 +1,86 @@
+"""Shared test set-up: fake CPU devices, the shared-data location, and fixtures several files use.
+
+Data outside the repository (the NAS-Bench-201 table, the full Fashion-MNIST file) is looked for in the
+folder given by ``--shared-data DIR``, else ``$NASJAX_SHARED_DATA``, else ``../shared/data`` beside the
+repository; a test that needs a file that is not there is skipped.
+"""
+
 import os
+import pathlib
 
 # Data-parallel code is tested on fake CPU devices; this must happen before JAX initialises.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA_ENV = "NASJAX_SHARED_DATA"
+
+
+def pytest_addoption(parser):
+  parser.addoption("--shared-data", default=None, metavar="DIR",
+                   help=f"folder of the shared data (nb201/nb201.csv, ...); default ${SHARED_DATA_ENV}, "
+                        "else ../shared/data beside the repository")
+
+
+def shared_data_dir(config=None) -> pathlib.Path:
+  """The shared-data folder: ``--shared-data``, ``$NASJAX_SHARED_DATA``, else ``<repo>/../shared/data``."""
+  given = config.getoption("--shared-data") if config is not None else None
+  given = given or os.environ.get(SHARED_DATA_ENV)
+  return pathlib.Path(given) if given else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data(pytestconfig) -> pathlib.Path:
+  return shared_data_dir(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def nb201_table(shared_data) -> str:
+  """Path of the NAS-Bench-201 table (``$NASJAX_NB201_TABLE`` if set, as for ``--estimator tabular``);
+  the test is skipped when the file is absent."""
+  path = os.environ.get("NASJAX_NB201_TABLE") or str(shared_data / "nb201" / "nb201.csv")
+  if not os.path.isfile(path):
+    pytest.skip(f"no NAS-Bench-201 table at {path} (pass --shared-data DIR or set ${SHARED_DATA_ENV})")
+  return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """Compiled programs are cached in this session's temporary folder, never in ~/.cache (where ``nasjax``
+  keeps them): every run starts cold, as CI does, and reuses a program that several tests compile."""
+  import jax
+  if jax.config.jax_compilation_cache_dir is None:
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  yield
+
+
+@pytest.fixture(scope="module")
+def fast_compiles():
+  """XLA without most optimisation passes, for a module (or test) that checks values, not speed: those
+  passes take most of the compile time of the tests' small programs on a CPU. Restored afterwards."""
+  import jax
+  before = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
+
+
+@pytest.fixture(scope="session")
+def embedded_dataset():
+  """The Fashion-MNIST subset shipped in the package (loaded once per worker; treat as read-only)."""
+  from nasjax import data
+  return data.load_dataset("embedded")
+
+
+# A small DARTS op set and two nodes keep supernets quick to compile; every code path (parameter-free ops
+# with BN, separable and dilated convolutions, none) is still there.
+TINY_DARTS_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
+
+
+@pytest.fixture(scope="session")
+def tiny_darts_space():
+  """A DARTS-style cell space over :data:`TINY_DARTS_OPS` with two intermediate nodes."""
+  from nasjax.spaces import CellSpace
+  return CellSpace("tiny_darts", TINY_DARTS_OPS, 2, True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import time
 
 import jax
@@ -23,7 +22,6 @@ from nasjax.nn.supernet import Supernet
 from nasjax.spaces import CellSpace, NB201Space, get_space
 from nasjax.spaces.genotypes import get_genotype
 
-NB201_CSV = "/work/shared/data/nb201/nb201.csv"
 # c10valid_params_mb of the benchmark table (NATS-Bench topology, 200 epochs).
 BENCHMARK_PARAMS = {
     "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|": 0.073306,
@@ -33,13 +31,8 @@ BENCHMARK_PARAMS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  # Values, not speed, are under test: XLA's optimisation passes dominate CPU compile times here.
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+# Values, not speed, are under test: XLA's optimisation passes dominate CPU compile times here.
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 # ------------------------------------------------------------------------------------- NB201 network
@@ -49,10 +42,8 @@ def test_nb201_param_counts_match_the_benchmark():
     assert f"{int(net.count_params_for(space.from_string(arch_str))) / 1e6:.6f}" == f"{mb:.6f}", arch_str
 
 
-def test_nb201_param_counts_match_a_sample_of_the_table():
-  if not os.path.exists(NB201_CSV):
-    pytest.skip("NAS-Bench-201 table not available")
-  with open(NB201_CSV) as f:
+def test_nb201_param_counts_match_a_sample_of_the_table(nb201_table):
+  with open(nb201_table) as f:
     rows = [r for r in csv.DictReader(f) if r["c10valid_params_seed_disagree"] == "False"]
   sample = [rows[i] for i in np.random.RandomState(0).choice(len(rows), 300, replace=False)]
   space = NB201Space()

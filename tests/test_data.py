@@ -35,9 +35,9 @@ from nasjax.errors import NasjaxError
 # sources
 
 
-@pytest.fixture(scope="module")
-def embedded():
-  return load_dataset("embedded")
+@pytest.fixture
+def embedded(embedded_dataset):  # conftest.py: loaded once per worker
+  return embedded_dataset
 
 
 def test_embedded_loads_offline_balanced(embedded):

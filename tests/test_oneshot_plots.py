@@ -298,13 +298,12 @@ def test_benchmark_rejects_bad_options(argv, message):
     bench.parse_args(argv)
 
 
-def test_benchmark_matched_random_cell_is_the_random_cell_at_the_target_size():
-  from nasjax import data as nasdata
+def test_benchmark_matched_random_cell_is_the_random_cell_at_the_target_size(embedded_dataset):
   from nasjax import spaces
   bench = load_benchmark("darts_fashion_mnist")
   args = bench.parse_args(["--methods", "random_matched", "--match-params", "1", "--train-channels", "4",
                            "--train-layers", "3", "--seed", "3"])
-  dataset = nasdata.load_dataset("embedded")
+  dataset = embedded_dataset
   genotype = bench.random_stage(args, spaces.get_space("darts"))["genotype"]
   # A target between the sizes at 6 and 8 channels: the closer width wins.
   at6, at8 = (bench.retrained_params(genotype, c, args, dataset) for c in (6, 8))

@@ -21,14 +21,9 @@ SPACE = NB201Space()
 POWERS = 5 ** np.arange(5, -1, -1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compiles():
-  # XLA's optimisation passes take most of these tests' time and none of what they check depends on them
-  # (both drivers run under the same setting); restored so other modules compile as usual.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+# XLA's optimisation passes take most of these tests' time and none of what they check depends on them
+# (both drivers run under the same setting); conftest's fixture restores them for other modules.
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def make_table(seed: int = 0, failed=()) -> NB201Table:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 
 import flax.linen as nn
 import jax
@@ -19,16 +18,8 @@ from nasjax.estimators.proxies import (as_apply_fn, grad_norm, jacob_cov, naswot
 from nasjax.nn.nb201_network import NB201Network, discrete_variables
 from nasjax.spaces import NB201Space
 
-NB201_CSV = "/work/shared/data/nb201/nb201.csv"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  # These tests check values, not speed: XLA's optimisation passes dominate their compile times on CPU.
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+# These tests check values, not speed: XLA's optimisation passes dominate their compile times on CPU.
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def mlp(params, x):
@@ -237,11 +228,9 @@ def test_proxies_of_switch_network_equal_those_of_the_standalone_network(tiny_ba
 
 
 @pytest.mark.slow
-def test_synflow_ranks_nb201_archs_like_the_benchmark():
+def test_synflow_ranks_nb201_archs_like_the_benchmark(nb201_table):
   """Spearman rank correlation of log-synflow (data-free) with c10valid validation accuracy."""
-  if not os.path.exists(NB201_CSV):
-    pytest.skip("NAS-Bench-201 table not available")
-  with open(NB201_CSV) as f:
+  with open(nb201_table) as f:
     rows = list(csv.DictReader(f))
   rng = np.random.RandomState(0)
   sample = [rows[i] for i in rng.choice(len(rows), 40, replace=False)]

@@ -33,13 +33,8 @@ FAILED = (7, 4321, 15000)  # our indices of cells whose training "failed" (NaN a
 MEAN_OF = {"c10valid": "c10valid_valid_acc", "c100": "c100_valid_acc_mean", "in16": "in16_valid_acc_mean"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compiles():
-  # XLA's optimisation passes would dominate these tests' time; lookups do not depend on them.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+# XLA's optimisation passes would dominate these tests' time; lookups do not depend on them.
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def arch_of(index: int) -> np.ndarray:

@@ -87,9 +87,9 @@ def test_unknown_dataset_and_bad_npz(tmp_path, capsys):
   assert rc == 2 and "x_test" in err and "Traceback" not in err
 
 
-def test_resume_after_kill_is_exact(tmp_path):
+def test_resume_after_kill_is_exact(tmp_path, embedded_dataset):
   """Killed after the first epoch's checkpoint, a rerun ends bitwise where an uninterrupted run ends."""
-  ds = data.load_dataset("embedded")
+  ds = embedded_dataset
   cfg = train.demo_config()
   cfg.update(epochs=2, channels=4, layers=3, batch_size=32, train_subset=96, eval_batch_size=250)
   genotype = get_genotype("DARTS_V2")
