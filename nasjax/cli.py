@@ -346,7 +346,8 @@ def cmd_search_discrete(args) -> dict:
 
 def _oneshot_config(args):
   from nasjax import oneshot
-  cfg = oneshot.demo_search_config(args.method) if args.config == "demo" else oneshot.search_config(args.method)
+  make = oneshot.demo_search_config if args.config == "demo" else oneshot.search_config
+  cfg = make(args.method, space="nb201" if args.space == "nb201" else "darts")
   cfg.space = args.space
   return _overrides(cfg, args, f"nasjax search --method {args.method}")
 
@@ -355,21 +356,29 @@ def cmd_search_oneshot(args) -> dict:
   from nasjax import data, oneshot, spaces
   args.method = args.method.strip().lower()
   space = spaces.get_space(args.space)
-  if not hasattr(space, "supernet_ops"):
-    raise NasjaxError(f"--method {args.method} needs a cell space with a supernet (darts, nasnet, "
-                      f"enas_micro); got {space.name!r}")
+  nb201 = space.name == "nb201"
+  if args.method in oneshot.METHODS:
+    oneshot.search.check_space(oneshot.search_config(args.method), space)  # method x space, before the config
   cfg = _oneshot_config(args)
   if args.show_config:
     return _show_config(cfg)
   oneshot.search.check_config(cfg)  # before anything is written
+  oneshot.search.check_space(cfg, space)
   result_path = _prepare_out(args.out, args.force, resumable=True)
   dataset = data.load_dataset(args.data, args.data_dir)
   result = oneshot.run_search(cfg, space, dataset, workdir=args.out, show_progress=not args.quiet)
-  genotype = spaces.Genotype.from_string(result["genotype"])
+  genotype = None if nb201 else spaces.Genotype.from_string(result["genotype"])
   from nasjax.oneshot import plots as oneshot_plots
   from nasjax.parallel.distributed import is_main_process
+  skipped = {}
   if not is_main_process():
     plots = []
+  elif nb201:  # alpha trajectories (where the method learns alphas); the cell is its genotype string
+    has_alphas = bool(result["history"]) and "alphas" in result["history"][-1]
+    plots = oneshot_plots.plot_nb201_search(result["history"], result["arch"], args.out) if has_alphas else []
+    skipped = dict(oneshot_plots.NB201_SKIPPED_PLOTS)
+    if not has_alphas:
+      skipped["alphas_normal.png"] = f"{args.method} learns no architecture parameters"
   elif result["history"] and "alphas" in result["history"][-1]:
     plots = oneshot_plots.plot_search(result["history"], genotype, tuple(space.supernet_ops), args.out)
   else:  # SPOS learns no alphas: only the found cells are drawn
@@ -379,7 +388,11 @@ def cmd_search_oneshot(args) -> dict:
           "stopped", "ranking", "history")
   out = {k: result[k] for k in keep if k in result}
   last = result["history"][-1] if result["history"] else {}
-  out.update(command="search", genotype_json=genotype.to_json(), data=args.data, seed=cfg.seed,
+  if genotype is not None:
+    out["genotype_json"] = genotype.to_json()
+  if skipped:
+    out["plots_skipped"] = skipped
+  out.update(command="search", data=args.data, seed=cfg.seed,
              config=cfg.to_dict(), plots=[os.path.basename(p) for p in plots],
              metrics={k: last[k] for k in ("train_loss", "train_accuracy", "valid_accuracy", "valid_loss")
                       if k in last},

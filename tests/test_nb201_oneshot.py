@@ -1,10 +1,14 @@
 """The NB201 supernet's relaxed and hard modes, and one-shot search on the NB201 space."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nasjax import cli, oneshot
+from nasjax import data as nasdata
 from nasjax.errors import NasjaxError
 from nasjax.nn.init import init_variables
 from nasjax.nn.nb201_network import NB201Network
@@ -24,7 +28,7 @@ def tiny():
 def test_modes_share_variables(tiny):
   net, x, variables = tiny
   for arch, hard in ((ARCH, False), (jnp.full((6, 5), 0.2), True)):
-    other = jax.eval_shape(lambda k: net.init(k, x, arch, hard=hard), jax.random.key(0))
+    other = jax.eval_shape(lambda k, arch=arch, hard=hard: net.init(k, x, arch, hard=hard), jax.random.key(0))
     assert jax.tree.structure(other) == jax.tree.structure(variables)
 
 
@@ -92,3 +96,130 @@ def test_bad_architectures_refused(tiny):
   with pytest.raises(NasjaxError, match="hard=True"):
     net.apply(variables, x, ARCH, hard=True)
   NB201Space().check(ARCH)
+
+
+# ------------------------------------------------------------------------------------------ the search
+
+
+def brightness_dataset(n=96, size=8, seed=0):
+  """4 classes told apart by brightness: something a 1-cell-per-stage NB201 supernet learns in an epoch."""
+  rng = np.random.default_rng(seed)
+  y = np.arange(n) % 4
+  x = (rng.random((n, size, size, 1)) * 0.5 + y[:, None, None, None] / 8).astype(np.float32)
+  return nasdata.Dataset("bright", x, y.astype(np.int64), x[:16], y[:16].astype(np.int64), 4, (0.4,), (0.2,))
+
+
+def nb201_config(method, **overrides):
+  cfg = oneshot.search_config(method, space="nb201")
+  cfg.update(epochs=2, batch_size=8, channels=4, cells_per_stage=1, eval_batch_size=32, crop_padding=1,
+             rank_samples=3, rank_batches=1)
+  cfg.update(overrides)
+  return cfg
+
+
+def test_nb201_configs_and_refusals():
+  cfg = oneshot.search_config("gdas", space="nb201")
+  assert (cfg.channels, cfg.cells_per_stage, cfg.space) == (16, 5, "nb201") and "layers" not in cfg
+  assert oneshot.demo_search_config("darts", space="nb201").cells_per_stage == 1
+  space = NB201Space()
+  with pytest.raises(NasjaxError, match="on nb201 the one-shot methods are darts, gdas, drnas, snas, spos"):
+    oneshot.Search(nb201_config("pcdarts"), space, (8, 8, 1), 4, (0.4,), (0.2,), 4)
+  with pytest.raises(NasjaxError, match="cost_weight is for the darts"):
+    oneshot.Search(nb201_config("darts", cost_weight=0.1), space, (8, 8, 1), 4, (0.4,), (0.2,), 4)
+
+
+def test_nb201_derivation_is_the_arg_max_op_none_included():
+  probs = np.full((6, 5), 0.1)
+  probs[np.arange(6), [0, 3, 1, 0, 4, 2]] = 0.6
+  arch = oneshot.derive_arch(NB201Space(), {"normal": probs})
+  assert arch.tolist() == [0, 3, 1, 0, 4, 2]
+  assert NB201Space().to_string(arch) == ("|none~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|avg_pool_3x3~1|"
+                                          "nor_conv_1x1~2|")
+
+
+def test_darts_on_nb201_moves_alphas_and_derives_their_arg_max():
+  """DARTS on the NB201 supernet (library): the alphas of one cell type move, the cell is their arg-max."""
+  cfg = nb201_config("darts", arch_learning_rate=3e-2, epochs=2)
+  result = oneshot.run_search(cfg, NB201Space(), brightness_dataset(), show_progress=False)
+  assert result["finished"] and result["space"] == "nb201"
+  alphas = np.asarray(result["alphas"]["normal"])
+  assert alphas.shape == (6, 5) and set(result["alphas"]) == {"normal"}
+  assert np.abs(alphas - 0.2).max() > 0.02  # moved from the near-uniform start
+  assert result["arch"] == np.argmax(alphas, axis=1).tolist()
+  assert result["genotype"] == NB201Space().to_string(result["arch"])
+  assert result["history"][-1]["valid_accuracy"] > 0.25  # above chance on 4 classes
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+  rng = np.random.default_rng(0)
+  y = np.arange(80) % 4
+  x = np.clip(rng.random((80, 8, 8, 1)) * 96 + y[:, None, None, None] * 48, 0, 255).astype(np.uint8)
+  path = tmp_path_factory.mktemp("data") / "tiny.npz"
+  np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
+  return str(path)
+
+
+TINY_CLI = ["--config", "demo", "--epochs", "1", "--channels", "2", "--cells-per-stage", "1", "--batch-size", "16",
+            "--train-subset", "0", "--eval-batch-size", "64", "--crop-padding", "1"]
+
+
+def test_cli_darts_on_nb201_writes_the_result_files(tmp_path, tiny_npz, capsys):
+  out = tmp_path / "darts"
+  rc = cli.main(["search", "--quiet", "--method", "darts", "--space", "nb201", "--data", tiny_npz, *TINY_CLI,
+                 "--out", str(out)])
+  assert rc == 0, capsys.readouterr().err
+  result = json.loads((out / "result.json").read_text())
+  assert result["space"] == "nb201" and result["method"] == "darts"
+  assert NB201Space().from_string(result["genotype"]).tolist() == result["arch"]
+  assert result["config"]["cells_per_stage"] == 1 and "layers" not in result["config"]
+  assert result["plots"] == ["alphas_normal.png"] and "cell_normal.png" in result["plots_skipped"]
+  assert (out / "alphas_normal.png").stat().st_size > 0
+  log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert log[-1]["genotype"] == result["genotype"] and np.asarray(log[-1]["alphas"]["normal"]).shape == (6, 5)
+  assert any((out / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "pcdarts"], "on nb201 the one-shot methods are darts, gdas, drnas, snas, spos"),
+    (["--method", "darts", "--cost-weight", "0.5"], "cost_weight is for the darts, nasnet and enas_micro"),
+    (["--method", "spos", "--layers", "3"], "layers"),
+])
+def test_cli_refuses_what_nb201_does_not_have_in_one_line(args, message, tmp_path, tiny_npz, capsys):
+  out = tmp_path / "refused"
+  rc = cli.main(["search", "--quiet", "--space", "nb201", "--data", tiny_npz, *args, "--out", str(out)])
+  err = capsys.readouterr().err
+  assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+  assert not out.exists()
+
+
+@pytest.mark.slow
+def test_gdas_and_spos_on_nb201():
+  """GDAS (hard one-hot samples, only the sampled op computed) and SPOS (uniform paths, then ranked by
+  regularized evolution over the weight-sharing estimator), the NB201 paper's other one-shot rows."""
+  dataset = brightness_dataset()
+  gdas = oneshot.run_search(nb201_config("gdas", arch_learning_rate=3e-2), NB201Space(), dataset,
+                            show_progress=False)
+  assert gdas["finished"] and np.asarray(gdas["alphas"]["normal"]).shape == (6, 5)
+  assert gdas["arch"] == np.argmax(gdas["alphas"]["normal"], axis=1).tolist()
+  spos = oneshot.run_search(nb201_config("spos", rank_samples=4), NB201Space(), dataset, show_progress=False)
+  assert spos["finished"] and "alphas" not in spos and len(spos["ranking"]) >= 2
+  assert spos["genotype"] == spos["ranking"][0]["genotype"] == NB201Space().to_string(spos["arch"])
+  assert spos["ranking"][0]["accuracy"] >= spos["ranking"][-1]["accuracy"]
+
+
+@pytest.mark.slow
+def test_nb201_search_killed_mid_epoch_resumes_bitwise(tmp_path):
+  dataset = brightness_dataset()
+  cfg = nb201_config("darts", checkpoint_every_steps=2)
+  whole = oneshot.run_search(cfg, NB201Space(), dataset, workdir=str(tmp_path / "whole"), show_progress=False)
+  part = oneshot.run_search(cfg, NB201Space(), dataset, workdir=str(tmp_path / "part"), show_progress=False,
+                            stop_after_steps=5)
+  assert not part["finished"]
+  resumed = oneshot.run_search(cfg, NB201Space(), dataset, workdir=str(tmp_path / "part"), show_progress=False)
+  assert resumed["genotype"] == whole["genotype"] and resumed["alphas"] == whole["alphas"]
+  strip = [{k: v for k, v in r.items() if k not in ("seconds", "steady_s_per_step")} for r in whole["history"]]
+  assert [{k: v for k, v in r.items() if k not in ("seconds", "steady_s_per_step")}
+          for r in resumed["history"]] == strip
+  for a, b in zip(jax.tree.leaves(whole["state"]["params"]), jax.tree.leaves(resumed["state"]["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -30,11 +30,18 @@ METHOD_FACTORIES: dict[str, Callable[..., Method]] = {
     "spos": lambda cfg, space: spos(space),
 }
 METHODS = tuple(METHOD_FACTORIES)
+# Methods per space kind: PC-DARTS' partial channels and edge normalisation are written for the DARTS cell.
+NB201_METHODS = ("darts", "gdas", "drnas", "snas", "spos")
+# Keys of the DARTS-style supernet that the NB201 network does not have (it has cells_per_stage instead).
+_DARTS_SUPERNET_KEYS = ("layers", "stem_multiplier", "dw_impl", "edge_loop", "remat_edges")
 
 
-def search_config(method: str = "darts") -> ml_collections.ConfigDict:
+def search_config(method: str = "darts", space: str = "darts") -> ml_collections.ConfigDict:
   """The search setting of each method's paper on CIFAR-10 (DARTS: 50 epochs, batch 64, 16 channels,
-  8 cells, half of the training set for the architecture)."""
+  8 cells, half of the training set for the architecture).
+
+  ``space="nb201"``: the NAS-Bench-201 paper's supernet for its one-shot rows (16 channels, 5 cells per
+  stage: ``cells_per_stage`` replaces ``layers``), with the method's own training setting."""
   if method not in METHODS:
     raise NasjaxError(f"unknown one-shot method {method!r}; accepted: {', '.join(METHODS)}")
   cfg = ml_collections.ConfigDict(dict(
@@ -59,15 +66,41 @@ def search_config(method: str = "darts") -> ml_collections.ConfigDict:
   elif method == "snas":
     # Xie et al. 2019: 150 epochs; temperature 1.0 annealed (here exponentially) to tau_min.
     cfg.update(epochs=150, tau_max=1.0, tau_min=0.03)
+  if space == "nb201":
+    for key in _DARTS_SUPERNET_KEYS:
+      del cfg[key]
+    cfg.update(space="nb201", cells_per_stage=5)
   return cfg
 
 
-def demo_search_config(method: str = "darts") -> ml_collections.ConfigDict:
-  """A minutes-long CPU search on the embedded Fashion-MNIST subset: 4 channels, 5 cells, 2 epochs."""
-  cfg = search_config(method)
-  cfg.update(epochs=2, batch_size=32, channels=4, layers=5, train_subset=1600, arch_warmup_epochs=0,
+def demo_search_config(method: str = "darts", space: str = "darts") -> ml_collections.ConfigDict:
+  """A minutes-long CPU search on the embedded Fashion-MNIST subset: 4 channels, 5 cells, 2 epochs
+  (NB201: 4 channels, 1 cell per stage)."""
+  cfg = search_config(method, space)
+  cfg.update(epochs=2, batch_size=32, channels=4, train_subset=1600, arch_warmup_epochs=0,
              eval_batch_size=500, rank_samples=8, rank_batches=2)
+  if space == "nb201":
+    cfg.update(cells_per_stage=1)
+  else:
+    cfg.update(layers=5)
   return cfg
+
+
+def check_space(cfg, space) -> None:
+  """Refuses a method or setting the space's supernet does not have, in one line naming what it accepts."""
+  from nasjax.spaces.nb201 import NB201Space
+  if isinstance(space, NB201Space):
+    if cfg.method not in NB201_METHODS:
+      raise NasjaxError(f"--method {cfg.method} runs on the darts, nasnet and enas_micro spaces; on nb201 the "
+                        f"one-shot methods are {', '.join(NB201_METHODS)}")
+    if cfg.cost_weight:
+      raise NasjaxError("cost_weight is for the darts, nasnet and enas_micro supernets; on nb201 rank cells "
+                        "under a budget with nasjax.estimators.cost.constrained instead")
+    if int(cfg.get("cells_per_stage", 5)) < 0:
+      raise NasjaxError(f"cells_per_stage must be >= 0, got {cfg.cells_per_stage}")
+  elif not hasattr(space, "supernet_ops"):
+    raise NasjaxError(f"one-shot methods need a cell space with a supernet (darts, nasnet, enas_micro, nb201); "
+                      f"got {getattr(space, 'name', type(space).__name__)!r}")
 
 
 def make_method(cfg, space) -> Method:
@@ -86,7 +119,7 @@ def check_config(cfg) -> None:
   if cfg.anti_collapse == "eigenvalue" and cfg.eigen_every != 1:
     raise NasjaxError("anti_collapse='eigenvalue' needs the eigenvalue every epoch: set eigen_every=1")
   for name in ("epochs", "batch_size", "channels", "layers"):
-    if int(cfg[name]) < 1:
+    if name in cfg and int(cfg[name]) < 1:
       raise NasjaxError(f"{name} must be positive, got {cfg[name]}")
   if cfg.channels % cfg.partial_channels:
     raise NasjaxError(f"channels {cfg.channels} must be divisible by partial_channels {cfg.partial_channels}")

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
-from nasjax.oneshot.method import CELL_TYPES, Method, init_logits
+from nasjax.oneshot.method import Method, cell_types, init_logits
 
 
 def concentration(beta: jax.Array) -> jax.Array:
@@ -33,17 +33,18 @@ def dirichlet_kl_to_uniform(conc: jax.Array) -> jax.Array:
 def drnas(reg_scale: float = 1e-3) -> Method:
   def probabilities(arch_params):
     out = {}
-    for c in CELL_TYPES:
+    for c in cell_types(arch_params):
       conc = concentration(arch_params[c])
       out[c] = conc / conc.sum(-1, keepdims=True)
     return out
 
   def mix(arch_params, key, progress):
     del progress
-    keys = jax.random.split(key, len(CELL_TYPES))
-    return {c: jax.random.dirichlet(k, concentration(arch_params[c])) for c, k in zip(CELL_TYPES, keys)}
+    cells = cell_types(arch_params)
+    keys = jax.random.split(key, len(cells))
+    return {c: jax.random.dirichlet(k, concentration(arch_params[c])) for c, k in zip(cells, keys)}
 
   def regularizer(arch_params):
-    return reg_scale * sum(dirichlet_kl_to_uniform(concentration(arch_params[c])) for c in CELL_TYPES)
+    return reg_scale * sum(dirichlet_kl_to_uniform(concentration(arch_params[c])) for c in cell_types(arch_params))
 
   return Method("drnas", init_logits, mix, probabilities, regularizer=regularizer)

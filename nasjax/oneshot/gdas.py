@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from nasjax.oneshot.method import CELL_TYPES, Method, init_logits, softmax_probabilities
+from nasjax.oneshot.method import Method, cell_types, init_logits, softmax_probabilities
 
 
 def gumbel_hard(key, logits, tau):
@@ -26,7 +26,8 @@ def gumbel_hard(key, logits, tau):
 def gdas(tau_max: float = 10.0, tau_min: float = 0.1) -> Method:
   def mix(arch_params, key, progress):
     tau = tau_max - (tau_max - tau_min) * progress
-    keys = jax.random.split(key, len(CELL_TYPES))
-    return {c: gumbel_hard(k, arch_params[c], tau) for c, k in zip(CELL_TYPES, keys)}
+    cells = cell_types(arch_params)
+    keys = jax.random.split(key, len(cells))
+    return {c: gumbel_hard(k, arch_params[c], tau) for c, k in zip(cells, keys)}
 
   return Method("gdas", init_logits, mix, softmax_probabilities, hard=True)

@@ -22,7 +22,9 @@ class Method(NamedTuple):
 
   Attributes:
     name: registry name.
-    init_arch: ``(key, num_edges, num_ops) -> arch_params`` (a pytree; empty for SPOS).
+    init_arch: ``(key, num_edges, num_ops) -> arch_params`` (a pytree; empty for SPOS). A space with one
+      cell type (NB201) calls it with ``cells=("normal",)`` as well: every method's parameters, mixing
+      weights and probabilities then hold that cell type only.
     mix: ``(arch_params, key, progress) -> weights``: ``{"normal", "reduce"}`` of f32[E, O] relaxed weights,
       or int32[E] op indices for a discrete path. ``progress`` in [0, 1] is the fraction of the search done
       (temperature schedules read it).
@@ -52,11 +54,16 @@ class Method(NamedTuple):
   single_level: bool = False
 
 
-def init_logits(key, num_edges: int, num_ops: int, scale: float = 1e-3) -> dict:
+def init_logits(key, num_edges: int, num_ops: int, scale: float = 1e-3, cells=CELL_TYPES) -> dict:
   """DARTS initialises every logit near zero (``1e-3 * randn``), i.e. a near-uniform mixture."""
-  keys = jax.random.split(key, len(CELL_TYPES))
-  return {c: scale * jax.random.normal(k, (num_edges, num_ops), jnp.float32) for c, k in zip(CELL_TYPES, keys)}
+  keys = jax.random.split(key, len(cells))
+  return {c: scale * jax.random.normal(k, (num_edges, num_ops), jnp.float32) for c, k in zip(cells, keys)}
+
+
+def cell_types(arch_params) -> tuple[str, ...]:
+  """The cell types ``arch_params`` holds, in :data:`CELL_TYPES` order (both, or "normal" alone for NB201)."""
+  return tuple(c for c in CELL_TYPES if c in arch_params)
 
 
 def softmax_probabilities(arch_params) -> dict:
-  return {c: jax.nn.softmax(arch_params[c], axis=-1) for c in CELL_TYPES}
+  return {c: jax.nn.softmax(arch_params[c], axis=-1) for c in cell_types(arch_params)}

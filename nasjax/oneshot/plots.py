@@ -98,7 +98,7 @@ def _check_cells(cells) -> tuple[str, ...]:
   return cells
 
 
-def alpha_series(history, ops, cells=CELL_TYPES) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def alpha_series(history, ops, cells=CELL_TYPES, edges=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Validated op probabilities of a search history.
 
   Args:
@@ -106,6 +106,8 @@ def alpha_series(history, ops, cells=CELL_TYPES) -> tuple[np.ndarray, dict[str, 
       ``metrics.jsonl``): one mapping per epoch with ``alphas = {"normal": [[p per op] per edge], ...}``.
     ops: the op names of the probabilities' last axis (``space.supernet_ops``).
     cells: which cell types to return.
+    edges: ``(source, destination)`` node pairs of the alphas' edges when the cell is not DARTS-style
+      (NB201: ``[(0, 1), (0, 2), (1, 2), ...]``); None for the DARTS topology.
 
   Returns:
     ``(epochs int[T], {cell: f64[T, E, O]})``.
@@ -157,7 +159,10 @@ def alpha_series(history, ops, cells=CELL_TYPES) -> tuple[np.ndarray, dict[str, 
       series[c].append(p)
   out = {c: np.stack(v) for c, v in series.items()}
   for c in cells:
-    _num_nodes_of_edges(out[c].shape[1], f"the {c} alphas")
+    if edges is None:
+      _num_nodes_of_edges(out[c].shape[1], f"the {c} alphas")
+    elif out[c].shape[1] != len(edges):
+      raise NasjaxError(f"the {c} alphas have {out[c].shape[1]} edges; the cell has {len(edges)}")
   return np.asarray(epochs, np.int64), out
 
 
@@ -213,16 +218,24 @@ def _kept_edges(genotype, record: Mapping, cell: str, num_nodes: int) -> dict[tu
   return {(inp, k // 2): op for k, (op, inp) in enumerate(entries)}
 
 
-def alpha_figure(history, ops, cells=CELL_TYPES, genotype=None) -> Figure:
+def alpha_figure(history, ops, cells=CELL_TYPES, genotype=None, edges=None) -> Figure:
   """One panel group per cell type; a subplot per edge (row = destination node, column = source) with
   each op's probability over the epochs and a shared legend of op names. Edges kept by ``genotype``
   (default: the last record's; an anti-collapse stop keeps an earlier one) get a heavy frame and their op
-  in the title."""
-  epochs, series = alpha_series(history, ops, cells)
+  in the title.
+
+  ``edges``: ``(source, destination)`` pairs of a cell that is not DARTS-style (NB201, whose node 0 is the
+  input); ``genotype`` is then None or a mapping ``{(source, destination): op}`` of the chosen ops."""
+  epochs, series = alpha_series(history, ops, cells, edges)
   ops, cells = tuple(ops), _check_cells(cells)
-  num_nodes = _num_nodes_of_edges(series[cells[0]].shape[1], "alphas")
-  src, dst = edge_endpoints(num_nodes)
-  rows, cols = num_nodes, num_nodes + 1
+  if edges is None:
+    num_nodes = _num_nodes_of_edges(series[cells[0]].shape[1], "alphas")
+    src, dst = edge_endpoints(num_nodes)
+    rows, cols, first_row = num_nodes, num_nodes + 1, 0
+  else:
+    src, dst = (np.asarray([e[k] for e in edges], np.int64) for k in (0, 1))
+    first_row = int(dst.min())
+    rows, cols = int(dst.max()) - first_row + 1, int(src.max()) + 1
   # A fixed grid, not matplotlib's constrained layout: that measures every tick label of the 14-28 axes
   # and takes seconds per figure; the sizes below leave room for two-line titles and the legend.
   panel_w, panel_h, left, gap, top, bottom = 1.75, 1.55, 0.55, 0.35, 0.75, 0.95
@@ -234,10 +247,13 @@ def alpha_figure(history, ops, cells=CELL_TYPES, genotype=None) -> Figure:
   one_epoch = len(epochs) == 1
   for g, cell in enumerate(cells):
     probs = series[cell]
-    if _num_nodes_of_edges(probs.shape[1], f"the {cell} alphas") != num_nodes:
+    if edges is not None:
+      kept = dict(genotype or {})
+    elif _num_nodes_of_edges(probs.shape[1], f"the {cell} alphas") != num_nodes:
       raise NasjaxError(f"the normal and reduction alphas have different edge counts: "
                         f"{series[cells[0]].shape[1]} and {probs.shape[1]}")
-    kept = _kept_edges(genotype, history[-1], cell, num_nodes)
+    else:
+      kept = _kept_edges(genotype, history[-1], cell, num_nodes)
     x0 = g * (left + cols * panel_w + gap) + left
     grid = fig.add_gridspec(rows, cols, left=x0 / width, right=(x0 + cols * panel_w - 0.1) / width,
                             top=1 - top / height, bottom=bottom / height, hspace=0.75, wspace=0.12)
@@ -245,12 +261,13 @@ def alpha_figure(history, ops, cells=CELL_TYPES, genotype=None) -> Figure:
              ha="center", va="top", fontsize=11)
     first = None
     for e in range(len(src)):
-      ax = fig.add_subplot(grid[dst[e], src[e]], sharex=first, sharey=first)
+      row = int(dst[e]) - first_row
+      ax = fig.add_subplot(grid[row, src[e]], sharex=first, sharey=first)
       first = first or ax
       for o, op in enumerate(ops):
         ax.plot(epochs, probs[:, e, o], color=op_color(op), lw=1.4, ls="--" if op == "none" else "-",
                 marker="o" if one_epoch else None, ms=3, label=op)
-      title = f"{node_label(int(src[e]))} → {dst[e]}"
+      title = f"{node_label(int(src[e])) if edges is None else src[e]} → {dst[e]}"
       chosen = kept.get((int(src[e]), int(dst[e])))
       if chosen is not None:
         title += f"\n{chosen}"
@@ -264,17 +281,17 @@ def alpha_figure(history, ops, cells=CELL_TYPES, genotype=None) -> Figure:
       ax.grid(alpha=0.3)
       # Every column reaches the last row (the last node reads every earlier node), so x ticks are
       # labelled there only; y ticks in the first column only.
-      ax.tick_params(labelsize=7, labelbottom=bool(dst[e] == rows - 1), labelleft=bool(src[e] == 0))
+      ax.tick_params(labelsize=7, labelbottom=bool(row == rows - 1), labelleft=bool(src[e] == 0))
       if src[e] == 0:
         ax.set_ylabel("p", fontsize=8)
-      if dst[e] == rows - 1:
+      if row == rows - 1:
         ax.set_xlabel("epoch", fontsize=8)
   handles = [Line2D([], [], color=op_color(op), lw=2, ls="--" if op == "none" else "-") for op in ops]
   fig.legend(handles, ops, loc="lower center", ncol=legend_cols, fontsize=8, frameon=False)
   return fig
 
 
-def plot_alpha_trajectories(history, ops, path, cells=CELL_TYPES, genotype=None) -> str:
+def plot_alpha_trajectories(history, ops, path, cells=CELL_TYPES, genotype=None, edges=None) -> str:
   """Writes :func:`alpha_figure` of ``cells`` (both cell types by default, as two panel groups) to
   ``path`` (.png, .pdf or .svg) and returns the path.
 
@@ -282,7 +299,7 @@ def plot_alpha_trajectories(history, ops, path, cells=CELL_TYPES, genotype=None)
     NasjaxError: see :func:`alpha_series`; an unsupported file extension.
   """
   _check_path(path)  # before the figure is drawn: a typo in the name should not cost a drawing
-  return _save(alpha_figure(history, ops, cells, genotype), path)
+  return _save(alpha_figure(history, ops, cells, genotype, edges), path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -540,4 +557,28 @@ def plot_search(history, genotype, ops, outdir) -> list[str]:
     paths.append(plot_cell(genotype, cell, os.path.join(outdir, f"cell_{cell}.png")))
   if any(isinstance(r, Mapping) and r.get("hessian_eigenvalue") is not None for r in history):
     paths.append(_save(eigenvalue_figure(history), os.path.join(outdir, "eigenvalue.png")))
+  return paths
+
+
+# Not drawn for NB201: the DARTS cell drawing (inputs c_{k-2}, c_{k-1}, two kept edges per node) does not
+# describe its 4-node cell, whose string is the result's genotype.
+NB201_SKIPPED_PLOTS = {"cell_normal.png": "not drawn for nb201: the cell is the genotype string "
+                                          "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|"}
+
+
+def plot_nb201_search(history, arch, outdir) -> list[str]:
+  """NB201's pictures of a finished search into ``outdir``: ``alphas_normal.png`` (op probabilities of
+  the 6 edges over the epochs, each edge titled with its derived op ``arch[e]``) and, when any record has
+  ``hessian_eigenvalue``, ``eigenvalue.png``. The cell is not drawn (:data:`NB201_SKIPPED_PLOTS`)."""
+  from nasjax.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Space
+  arch = NB201Space().check(arch)
+  edges = [(src, dst) for dst, src in NB201_EDGES]
+  chosen = {edge: NB201_OPS[int(a)] for edge, a in zip(edges, arch)}
+  _check_path(os.path.join(os.fspath(outdir), "alphas_normal.png"))
+  alpha_series(history, NB201_OPS, ("normal",), edges)  # refused before anything is written
+  os.makedirs(os.fspath(outdir), exist_ok=True)
+  paths = [plot_alpha_trajectories(history, NB201_OPS, os.path.join(os.fspath(outdir), "alphas_normal.png"),
+                                   cells=("normal",), genotype=chosen, edges=edges)]
+  if any(isinstance(r, Mapping) and r.get("hessian_eigenvalue") is not None for r in history):
+    paths.append(_save(eigenvalue_figure(history), os.path.join(os.fspath(outdir), "eigenvalue.png")))
   return paths

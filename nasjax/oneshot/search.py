@@ -17,6 +17,11 @@ is bitwise the uninterrupted one on the same backend.
 The loop around the step (checkpoints with exact resume and run identity, metrics log, NaN/Inf guard,
 progress) is the training engine's (:func:`nasjax.training.run_loop`). Settings and the method registry are
 in :mod:`.configs`, the rules against the skip-connection collapse in :mod:`.anti_collapse`.
+
+On :class:`~nasjax.spaces.NB201Space` the supernet is :class:`~nasjax.nn.nb201_network.NB201Network`
+(BN without affine parameters in the ops, as the benchmark's search cells) with one cell type: the
+architecture parameters, mixing weights and probabilities are ``{"normal": f32[6, 5]}`` and the derived
+cell takes every edge's arg-max op.
 """
 
 from __future__ import annotations
@@ -35,17 +40,19 @@ from nasjax import data as nasdata
 from nasjax.errors import NasjaxError
 from nasjax.estimators.weight_sharing import weight_sharing_estimator
 from nasjax.nn.init import init_variables
+from nasjax.nn.nb201_network import NB201Network
 from nasjax.nn.ops import Impl
 from nasjax.nn.supernet import Supernet
 from nasjax.oneshot import cost as arch_cost
 from nasjax.oneshot import derive
 from nasjax.oneshot.anti_collapse import ANTI_COLLAPSE, _collapse_check, collapse_check, darts_minus  # noqa: F401
-from nasjax.oneshot.configs import (METHODS, check_config, demo_search_config, make_method,  # noqa: F401
-                                    search_config)
+from nasjax.oneshot.configs import (METHODS, check_config, check_space, demo_search_config,  # noqa: F401
+                                    make_method, search_config)
 from nasjax.oneshot.hypergradient import (architecture_gradient, dominant_eigenvalue,
                                           hessian_vector_product)
 from nasjax.oneshot.method import CELL_TYPES
 from nasjax.parallel.distributed import to_host
+from nasjax.spaces.nb201 import NB201_OPS, NB201Space
 from nasjax.training import (EpochEnd, Position, Run, check_batch_size, cosine_schedule, evaluate, init_key,
                              run_loop, sgd_optimizer)
 from nasjax.utils.jit import jit_with_options
@@ -57,12 +64,20 @@ class Search:
   def __init__(self, cfg, space, input_shape: tuple[int, int, int], num_classes: int, mean, std,
                steps_per_epoch: int, mesh=None):
     check_config(cfg)
+    check_space(cfg, space)
     self.cfg, self.space = cfg, space
     self.method = make_method(cfg, space)
-    self.net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
-                                  stem_multiplier=cfg.stem_multiplier, impl=Impl(depthwise=cfg.dw_impl),
-                                  partial_channels=self.method.partial_channels, edge_loop=cfg.edge_loop,
-                                  remat_edges=cfg.remat_edges)
+    self.nb201 = isinstance(space, NB201Space)
+    if self.nb201:
+      self.ops, self.cells = NB201_OPS, ("normal",)
+      self.net = NB201Network(channels=cfg.channels, cells_per_stage=int(cfg.get("cells_per_stage", 5)),
+                              num_classes=num_classes, affine=False)
+    else:
+      self.ops, self.cells = tuple(space.supernet_ops), CELL_TYPES
+      self.net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
+                                    stem_multiplier=cfg.stem_multiplier, impl=Impl(depthwise=cfg.dw_impl),
+                                    partial_channels=self.method.partial_channels, edge_loop=cfg.edge_loop,
+                                    remat_edges=cfg.remat_edges)
     self.input_shape, self.mean, self.std = input_shape, mean, std
     self.mesh = mesh or nasdata.data_mesh()
     self.steps_per_epoch = steps_per_epoch
@@ -73,8 +88,7 @@ class Search:
     self.weight_tx = sgd_optimizer(cfg, self.schedule, flat=True)
     self.arch_tx = optax.chain(optax.add_decayed_weights(cfg.arch_weight_decay),
                                optax.adam(cfg.arch_learning_rate, b1=cfg.arch_beta1, b2=cfg.arch_beta2))
-    self.skip_index = (tuple(space.supernet_ops).index("skip_connect")
-                       if "skip_connect" in space.supernet_ops else None)
+    self.skip_index = self.ops.index("skip_connect") if "skip_connect" in self.ops else None
     # Resource-aware search: the expected edge cost, in units of a uniform distribution's, weighs
     # cost_weight in the architecture objective (nasjax.oneshot.cost).
     self.cost_tables = None
@@ -93,15 +107,22 @@ class Search:
     seed = self.cfg.seed if seed is None else seed
     arch_key, probe_key, loop_key = jax.random.split(jax.random.key(seed), 3)
     x = jnp.zeros((2,) + tuple(self.input_shape), jnp.float32)
-    arch = self.method.init_arch(arch_key, self.net.num_edges, len(self.space.supernet_ops))
+    if self.nb201:
+      arch = self.method.init_arch(arch_key, len(self.space.edges), len(self.ops), cells=self.cells)
+    else:
+      arch = self.method.init_arch(arch_key, self.net.num_edges, len(self.ops))
     # Only the shapes of the mixing weights matter for building the variables.
-    probe = self.method.mix(arch, probe_key, 0.0)
+    probe = self.net_arch(self.method.mix(arch, probe_key, 0.0))
     variables = init_variables(self.net, init_key(seed), x, probe, train=False, hard=self.method.hard)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}), "arch": arch,
             "weight_opt": self.weight_tx.init(variables["params"]), "arch_opt": self.arch_tx.init(arch),
             "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(loop_key)}
 
   # ------------------------------------------------------------------------------------------ losses
+  def net_arch(self, weights):
+    """The supernet's architecture argument: the mixing weights dict, or NB201's one cell type alone."""
+    return weights["normal"] if self.nb201 else weights
+
   def weights(self, arch, key, step):
     """Mixing weights of the supernet at ``step``, with DARTS-'s decaying auxiliary skip if enabled."""
     progress_ = jnp.minimum(step / max(1, self.total_steps), 1.0)
@@ -112,8 +133,8 @@ class Search:
     return mixed
 
   def loss(self, params, batch_stats, weights, x, y):
-    logits, updates = self.net.apply({"params": params, "batch_stats": batch_stats}, x, weights, train=True,
-                                     hard=self.method.hard, mutable=["batch_stats"])
+    logits, updates = self.net.apply({"params": params, "batch_stats": batch_stats}, x, self.net_arch(weights),
+                                     train=True, hard=self.method.hard, mutable=["batch_stats"])
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, (updates["batch_stats"], logits)
 
@@ -203,8 +224,8 @@ class Search:
   def _eval_step(self, state, x, y, mask):
     x = nasdata.normalize(x, self.mean, self.std)
     weights = self.weights(state["arch"], jax.random.key(0), state["step"])
-    logits = self.net.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x, weights,
-                            train=False, hard=self.method.hard)
+    logits = self.net.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x,
+                            self.net_arch(weights), train=False, hard=self.method.hard)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = jnp.argmax(logits, -1) == y
     return jnp.sum(losses * mask), jnp.sum(correct * mask), jnp.sum(mask)
@@ -252,7 +273,7 @@ def cached_search(cfg, space, input_shape, num_classes, mean, std, steps_per_epo
 def _record_arch(search: Search, arch) -> dict:
   probs = search.probabilities(arch)
   derived = search.derive(arch)
-  record = {"alphas": {c: np.round(probs[c], 5).tolist() for c in CELL_TYPES},
+  record = {"alphas": {c: np.round(probs[c], 5).tolist() for c in search.cells},
             "arch": [int(v) for v in derived], "genotype": search.space.to_string(derived),
             "normal_skips": derive.count_op(search.space, derived, "skip_connect")}
   if search.cost_tables is not None:

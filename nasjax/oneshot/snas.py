@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from nasjax.oneshot.method import CELL_TYPES, Method, init_logits, softmax_probabilities
+from nasjax.oneshot.method import Method, cell_types, init_logits, softmax_probabilities
 
 
 def temperature(progress, tau_max: float = 1.0, tau_min: float = 0.03):
@@ -37,7 +37,8 @@ def snas(tau_max: float = 1.0, tau_min: float = 0.03) -> Method:
 
   def mix(arch_params, key, progress):
     tau = temperature(progress, tau_max, tau_min)
-    keys = jax.random.split(key, len(CELL_TYPES))
-    return {c: gumbel_soft(k, arch_params[c], tau) for c, k in zip(CELL_TYPES, keys)}
+    cells = cell_types(arch_params)
+    keys = jax.random.split(key, len(cells))
+    return {c: gumbel_soft(k, arch_params[c], tau) for c, k in zip(cells, keys)}
 
   return Method("snas", init_logits, mix, softmax_probabilities, single_level=True)
