@@ -49,16 +49,8 @@ def _parts(model: str, cfg, dataset, space, steps: int = 8) -> dict:
   estimator = ShortTrainingEstimator(space, dataset, cfg, model=model)
   arch = space.sample(jax.random.key(cfg.seed))
   tx = T.make_optimizer(cfg, estimator.steps_per_epoch)
-  if model == "supernet":
-    extra = jnp.asarray(space.edge_ops(arch), jnp.int32)
-    model_init, model_fn = estimator._model_init, estimator._model_fn
-  else:
-    from nasjax.nn.network import Network
-    extra = None
-    network = Network(space.decode(np.asarray(arch)), cfg.channels, cfg.layers, dataset.num_classes)
-    sample = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
-    model_init = lambda k: network.init({"params": k, "dropout": k}, sample)  # noqa: E731
-    model_fn = T.network_model_fn(network)
+  candidate = estimator.builder(np.asarray(arch))
+  model_init, model_fn, extra = candidate.init, candidate.model_fn, candidate.extra
   t = cpu()
   state = T.init_state(model_init, tx, cfg.seed, extra=extra)
   init_s = cpu() - t

@@ -13,6 +13,7 @@ import pytest
 from nasjax import data as nasdata
 from nasjax import search, spaces, strategies
 from nasjax.errors import NasjaxError
+from nasjax.estimators.train import TrainingEstimator
 from nasjax.estimators import registry as R
 from nasjax.spaces import MacroSpace, NB201Space
 from nasjax.spaces.cells import CellSpace
@@ -182,7 +183,7 @@ def test_train_on_a_cell_space_with_fidelity_levels(tiny_data):
 def test_train_on_nb201_compiles_one_program_for_all_candidates(tiny_data):
   cfg = tiny_training(R.estimator_config("train", NB201Space()), channels=4)
   est = R.build_estimator("train", NB201Space(), tiny_data, cfg, num_candidates=2)
-  assert isinstance(est, R.NetworkTrainingEstimator) and est.num_fidelities == 1
+  assert isinstance(est, TrainingEstimator) and est.num_fidelities == 1
   outcomes = run_batch(est, NB201_ARCHS)
   assert all(not o.failed and 0.0 <= o.metrics["accuracy"] <= 1.0 for o in outcomes)
   assert len(est._programs) == 1  # the switch network: one train step for both architectures

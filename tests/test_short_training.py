@@ -62,14 +62,14 @@ def test_supernet_model_trains_every_candidate_with_one_compiled_program():
   space = darts_space()
   archs = [space.sample(jax.random.key(i)) for i in range(3)]
   results = [estimator(a, jax.random.key(7), fidelity=0) for a in archs]
-  tx, train_step = estimator._supernet_steps(1)
-  assert train_step._cache_size() == 1 and estimator._eval_step._cache_size() == 1
+  tx, train_step, eval_step = estimator._programs[1]
+  assert train_step._cache_size() == 1 and eval_step._cache_size() == 1
   # Same key, other architectures: the architecture is data of that one program and changes the result.
   losses = [r["loss"] for r in results]
   assert len(set(losses)) == 3 and all(np.isfinite(losses))
   # A second fidelity level is a second program, compiled once for all its candidates.
   estimator(archs[0], jax.random.key(7), fidelity=1)
-  assert estimator._supernet_steps(2)[1]._cache_size() == 1 and train_step._cache_size() == 1
+  assert estimator._programs[2][1]._cache_size() == 1 and train_step._cache_size() == 1
   # The same candidate and key again give the same result (nothing carried over between candidates).
   assert estimator(archs[1], jax.random.key(7), fidelity=0)["loss"] == losses[1]
 

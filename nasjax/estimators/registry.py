@@ -33,7 +33,6 @@ import hashlib
 import inspect
 import math
 import os
-import time
 from typing import Any, Callable
 
 import jax
@@ -42,6 +41,8 @@ import ml_collections
 import numpy as np
 
 from nasjax.errors import NasjaxError
+from nasjax.estimators.train import Model, TrainingEstimator
+from nasjax.training.model import plain_model_fn
 
 KINDS = ("train", "early_stopping", "morphism", "weight_sharing", "proxy", "tabular")
 TABLE_ENV = "NASJAX_NB201_TABLE"
@@ -363,7 +364,7 @@ def build_estimator(spec: Any, space: Any, dataset: Any, cfg, *, num_candidates:
       _epoch_levels(epochs)
     if family == CELL:
       return _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, epochs)
-    return NetworkTrainingEstimator(_network_builder(space, dataset, cfg, shared=True), dataset, cfg,
+    return TrainingEstimator(_network_builder(space, dataset, cfg, shared=True), dataset, cfg,
                                     mesh=mesh, fidelity_epochs=epochs)
   if spec.kind == "early_stopping":
     return _early_stopping(space, dataset, cfg, mesh, workdir)
@@ -385,16 +386,6 @@ def _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, ep
   return ShortTrainingEstimator(space, dataset, cfg, mesh=mesh, show_progress=show_progress, **kwargs)
 
 
-@dataclasses.dataclass
-class Model:
-  """One candidate's model for the training loop of :mod:`nasjax.training`."""
-  init: Callable[[jax.Array], dict]   # key -> variables
-  model_fn: Callable                  # the model_fn contract of nasjax.training
-  extra: Any                          # the train state's ``extra`` (the architecture of a switch network)
-  params: int                         # parameters of the stand-alone network
-  shared: bool = False                # the same model_fn serves every candidate (one compiled program)
-
-
 def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarray], Model]:
   """``arch -> Model`` for ``space``. ``shared``: one program for every candidate where the space has a
   network that takes the architecture as an array (NB201's switch network); else each its own."""
@@ -404,7 +395,7 @@ def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarr
     from nasjax.nn.nb201_network import NB201Network
     if shared:
       net = NB201Network(cfg.channels, cfg.cells_per_stage, dataset.num_classes)
-      model_fn = _nb201_switch_model_fn(net)
+      model_fn = plain_model_fn(net, takes_arch=True)
       zero_arch = jnp.zeros(6, jnp.int32)
 
       def init_switch(key):
@@ -416,7 +407,7 @@ def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarr
     def nb201_model(arch):
       standalone = NB201Network(cfg.channels, cfg.cells_per_stage, dataset.num_classes,
                                 genotype=tuple(int(v) for v in arch))
-      return Model(lambda key: standalone.init(key, sample, train=False), _plain_model_fn(standalone), None,
+      return Model(lambda key: standalone.init(key, sample, train=False), plain_model_fn(standalone), None,
                    int(standalone.count_params_for(arch)))
     return nb201_model
   if family == CHAIN:
@@ -444,96 +435,6 @@ def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarr
 
 def _count(params) -> int:
   return int(sum(np.prod(np.shape(v)) for v in jax.tree_util.tree_leaves(params)))
-
-
-def _plain_model_fn(network):
-  """model_fn of a module called as ``apply(variables, x, train=...)`` returning logits."""
-  def model_fn(variables, x, *, train, rng, drop_path_prob, extra):
-    del rng, drop_path_prob, extra
-    if not train:
-      return network.apply(variables, x, train=False), None, variables.get("batch_stats", {})
-    logits, updates = network.apply(variables, x, train=True, mutable=["batch_stats"])
-    return logits, None, updates["batch_stats"]
-  return model_fn
-
-
-def _nb201_switch_model_fn(net):
-  """model_fn of NB201's switch network; the architecture is the train state's ``extra``."""
-  def model_fn(variables, x, *, train, rng, drop_path_prob, extra):
-    del rng, drop_path_prob
-    if not train:
-      return net.apply(variables, x, extra, train=False), None, variables["batch_stats"]
-    logits, updates = net.apply(variables, x, extra, train=True, mutable=["batch_stats"])
-    return logits, None, updates["batch_stats"]
-  return model_fn
-
-
-class NetworkTrainingEstimator:
-  """``estimator(arch, key, fidelity=None) -> metrics``: a short training from scratch for spaces other
-  than the cell spaces (NB201, macro, NAS-RL), on the training loop of :mod:`nasjax.training`.
-
-  NB201 trains its switch network (the architecture is an array in the train state), so every candidate
-  shares one compiled step per fidelity level; a chain network's shapes depend on its architecture, so
-  each candidate compiles its own. ``fidelity_epochs`` gives the epochs of each fidelity level; each
-  level's learning-rate schedule spans its own epochs. Reports the validation accuracy (a fraction) of
-  the stratified split ``cfg.valid_fraction`` of the training images.
-  """
-  jittable = False
-  name = "train"
-
-  def __init__(self, builder: Callable[[np.ndarray], Model], dataset, cfg, *, mesh=None,
-               fidelity_epochs: tuple[int, ...] | None = None):
-    from nasjax import data as nasdata
-    from nasjax.estimators.train import estimation_splits
-    self.builder = builder
-    self.dataset = dataset
-    self.cfg = cfg
-    self.fidelity_epochs = tuple(fidelity_epochs) if fidelity_epochs else None
-    self.data = estimation_splits(dataset, cfg)
-    self.mesh = mesh or nasdata.data_mesh()
-    self.steps_per_epoch = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size).steps_per_epoch
-    self._programs: dict = {}
-
-  @property
-  def num_fidelities(self) -> int:
-    return len(self.fidelity_epochs) if self.fidelity_epochs else 1
-
-  def _steps(self, model: Model, cfg):
-    """(optimizer, train step, eval step); a shared model keeps one compiled pair per epoch count."""
-    from nasjax.training import make_eval_step, make_optimizer, make_train_step
-    if model.shared and cfg.epochs in self._programs:
-      return self._programs[cfg.epochs]
-    tx = make_optimizer(cfg, self.steps_per_epoch)
-    steps = (tx, make_train_step(model.model_fn, tx, cfg, self.dataset.mean, self.dataset.std),
-             make_eval_step(model.model_fn, self.dataset.mean, self.dataset.std))
-    if model.shared:
-      self._programs[cfg.epochs] = steps
-    return steps
-
-  def __call__(self, arch, key, fidelity=None) -> dict:
-    from nasjax import data as nasdata
-    from nasjax.training import evaluate, init_state, run_epochs
-    t0 = time.perf_counter()
-    arch = np.asarray(arch)
-    cfg = self.cfg.copy_and_resolve_references()
-    cfg.seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    if fidelity is not None:
-      if self.fidelity_epochs is None:
-        raise NasjaxError("this estimator has no fidelity levels; build it with fidelity_epochs=(...)")
-      level = int(fidelity)
-      if not 0 <= level < len(self.fidelity_epochs):
-        raise NasjaxError(f"fidelity level {level} outside 0..{len(self.fidelity_epochs) - 1}")
-      cfg.epochs = self.fidelity_epochs[level]
-    model = self.builder(arch)
-    tx, train_step, eval_step = self._steps(model, cfg)
-    state = nasdata.replicate(init_state(model.init, tx, cfg.seed, extra=model.extra), self.mesh)
-    batcher = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size, seed=cfg.seed)
-    state, history = run_epochs(train_step, None, state, batcher, cfg, self.mesh, show_progress=False)
-    valid = evaluate(eval_step, state, self.data[2], self.data[3], cfg.eval_batch_size, self.mesh)
-    acc = valid["accuracy"]
-    return {"accuracy": float(acc) if np.isfinite(acc) else float("nan"), "loss": float(valid["loss"]),
-            "train_loss": history[-1]["train_loss"], "params": model.params,
-            "cost_s": time.perf_counter() - t0, "epochs": cfg.epochs}
 
 
 def _early_stopping(space, dataset, cfg, mesh, workdir):
@@ -672,6 +573,6 @@ def identity(spec: Any, cfg) -> dict:
   return out
 
 
-__all__ = ["KINDS", "EstimatorSpec", "NetworkTrainingEstimator", "accepted_specs", "build_estimator",
+__all__ = ["KINDS", "EstimatorSpec", "accepted_specs", "build_estimator",
            "check_combination", "estimator_config", "estimators_for", "fidelity_resources", "geometric_epochs",
            "identity", "needs_data", "parse_spec", "space_family", "supports", "uses_workdir"]

@@ -20,7 +20,9 @@ level, and each level's learning-rate schedule spans its own epochs, as a genuin
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +36,7 @@ from nasjax.nn.network import Network
 from nasjax.nn.supernet import Supernet
 from nasjax.train import darts_eval_config
 from nasjax.training import (evaluate, init_state, make_eval_step, make_optimizer, make_train_step,
-                             network_model_fn, run_epochs)
+                             network_model_fn, plain_model_fn, run_epochs)
 
 
 def short_training_config() -> ml_collections.ConfigDict:
@@ -84,13 +86,85 @@ def choose_model(num_candidates: int | None, steps_per_candidate: int) -> str:
   return "supernet" if supernet < network else "network"
 
 
-class ShortTrainingEstimator:
-  """``estimator(arch, key, fidelity=None) -> metrics`` for a cell space whose edges express the arch.
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """One candidate's model for the training engine (:mod:`nasjax.training`)."""
+  init: Callable[[jax.Array], dict]   # key -> variables
+  model_fn: Callable                  # the model_fn contract of nasjax.training
+  extra: Any                          # the train state's ``extra`` (the architecture of a switch network)
+  params: int                         # parameters of the stand-alone network (the papers' count)
+  shared: bool = False                # the same model_fn and init serve every candidate: one program
 
-  Not jittable (a host loop trains each candidate), so drivers run it serially or as Ray tasks.
+
+class TrainingEstimator:
+  """``estimator(arch, key, fidelity=None) -> metrics``: a short training from scratch on the training
+  engine, then the accuracy on the stratified validation split ``cfg.valid_fraction`` of the training set.
+
+  ``builder(arch) -> Model`` says how a candidate is built. A shared model (the architecture as the
+  state's ``extra``) keeps one compiled train and eval step per fidelity level for all candidates; any
+  other compiles per candidate. Not jittable (a host loop trains each candidate), so drivers run it
+  serially or as Ray tasks.
   """
   jittable = False
   name = "train"
+
+  def __init__(self, builder: Callable[[np.ndarray], Model], dataset: nasdata.Dataset, cfg, *, mesh=None,
+               fidelity_epochs: tuple[int, ...] | None = None, show_progress: bool = False):
+    if fidelity_epochs is not None and (not fidelity_epochs or any(int(e) < 1 for e in fidelity_epochs)):
+      raise NasjaxError(f"fidelity_epochs must be a non-empty tuple of positive epoch counts, got {fidelity_epochs!r}")
+    self.builder = builder
+    self.dataset = dataset
+    self.cfg = cfg
+    self.fidelity_epochs = tuple(int(e) for e in fidelity_epochs) if fidelity_epochs else None
+    self.data = estimation_splits(dataset, cfg)
+    self.mesh = mesh or nasdata.data_mesh()
+    self.show_progress = show_progress
+    self.steps_per_epoch = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size).steps_per_epoch
+    self._programs: dict[int, tuple] = {}  # epochs -> (optimizer, train step, eval step) of a shared model
+
+  @property
+  def num_fidelities(self) -> int:
+    return len(self.fidelity_epochs) if self.fidelity_epochs else 1
+
+  def _steps(self, model: Model, cfg):
+    """(optimizer, train step, eval step); a shared model keeps one compiled pair per epoch count."""
+    if model.shared and cfg.epochs in self._programs:
+      return self._programs[cfg.epochs]
+    tx = make_optimizer(cfg, self.steps_per_epoch)
+    steps = (tx, make_train_step(model.model_fn, tx, cfg, self.dataset.mean, self.dataset.std),
+             make_eval_step(model.model_fn, self.dataset.mean, self.dataset.std))
+    if model.shared:
+      self._programs[cfg.epochs] = steps
+    return steps
+
+  def __call__(self, arch, key, fidelity=None) -> dict:
+    t0 = time.perf_counter()
+    arch = np.asarray(arch)
+    cfg = self.cfg.copy_and_resolve_references()
+    cfg.seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    if fidelity is not None:
+      if self.fidelity_epochs is None:
+        raise NasjaxError("this estimator has no fidelity levels; build it with fidelity_epochs=(...)")
+      level = int(fidelity)
+      if not 0 <= level < len(self.fidelity_epochs):
+        raise NasjaxError(f"fidelity level {level} outside 0..{len(self.fidelity_epochs) - 1}")
+      cfg.epochs = self.fidelity_epochs[level]
+    model = self.builder(arch)
+    tx, train_step, eval_step = self._steps(model, cfg)
+    state = nasdata.replicate(init_state(model.init, tx, cfg.seed, extra=model.extra), self.mesh)
+    batcher = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size, seed=cfg.seed)
+    state, history = run_epochs(train_step, None, state, batcher, cfg, self.mesh,
+                                show_progress=self.show_progress)
+    valid = evaluate(eval_step, state, self.data[2], self.data[3], cfg.eval_batch_size, self.mesh)
+    acc = valid["accuracy"]
+    return {"accuracy": float(acc) if np.isfinite(acc) else float("nan"), "loss": float(valid["loss"]),
+            "train_loss": history[-1]["train_loss"], "params": model.params,
+            "cost_s": time.perf_counter() - t0, "epochs": cfg.epochs}
+
+
+class ShortTrainingEstimator(TrainingEstimator):
+  """The training estimator of a cell space (DARTS, NASNet, ENAS micro), with the model picked by
+  ``model`` (see the module docstring)."""
 
   def __init__(self, space, dataset: nasdata.Dataset, cfg=None, mesh=None, show_progress=False,
                model: str = "auto", fidelity_epochs: tuple[int, ...] | None = None,
@@ -100,63 +174,37 @@ class ShortTrainingEstimator:
     multi-fidelity strategy (Hyperband) calls ``estimator(arch, key, fidelity=level)``."""
     if model not in MODELS:
       raise NasjaxError(f"unknown estimator model {model!r}; accepted: {', '.join(MODELS)}")
-    if fidelity_epochs is not None and (not fidelity_epochs or any(int(e) < 1 for e in fidelity_epochs)):
-      raise NasjaxError(f"fidelity_epochs must be a non-empty tuple of positive epoch counts, got {fidelity_epochs!r}")
     if num_candidates is not None and (isinstance(num_candidates, bool) or int(num_candidates) < 1):
       raise NasjaxError(f"num_candidates must be a positive count, got {num_candidates!r}")
     if not hasattr(space, "edge_ops"):
       raise NasjaxError(f"the short-training estimator needs a cell space (darts, nasnet, enas_micro), "
                         f"got {getattr(space, 'name', space)!r}")
-    self.fidelity_epochs = tuple(int(e) for e in fidelity_epochs) if fidelity_epochs else None
     self.space = space
-    self.cfg = cfg or short_training_config()
-    self.data = estimation_splits(dataset, self.cfg)
-    self.dataset = dataset
-    self.mesh = mesh or nasdata.data_mesh()
-    self.show_progress = show_progress
-    self.steps_per_epoch = nasdata.Batcher(self.data[0], self.data[1], self.cfg.batch_size).steps_per_epoch
+    cfg = cfg or short_training_config()
+    super().__init__(self._build, dataset, cfg, mesh=mesh, fidelity_epochs=fidelity_epochs,
+                     show_progress=show_progress)
     if model == "auto":
-      epochs = max(self.fidelity_epochs) if self.fidelity_epochs else self.cfg.epochs
+      epochs = max(self.fidelity_epochs) if self.fidelity_epochs else cfg.epochs
       model = choose_model(num_candidates, epochs * self.steps_per_epoch)
     self.model = model
-    self._steps: dict[int, tuple] = {}  # epochs -> (optimizer, train step, eval step) of the supernet
+    self._sample = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
     if model == "supernet":
-      self._build_supernet(dataset)
+      net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers,
+                               num_classes=dataset.num_classes, affine=True)
+      sample_arch = jnp.zeros((2, space.num_edges), jnp.int32)
+      self.net = net
+      self._supernet_init = lambda key: net.init(key, self._sample, sample_arch, train=True)
+      self._supernet_fn = plain_model_fn(net, takes_arch=True)
 
-  @property
-  def num_fidelities(self) -> int:
-    return len(self.fidelity_epochs) if self.fidelity_epochs else 1
-
-  def _build_supernet(self, dataset) -> None:
-    self.net = Supernet.for_space(self.space, channels=self.cfg.channels, layers=self.cfg.layers,
-                                  num_classes=dataset.num_classes, affine=True)
-    sample_x = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
-    sample_arch = jnp.zeros((2, self.space.num_edges), jnp.int32)
-    net = self.net
-
-    def model_init(key):
-      return net.init(key, sample_x, sample_arch, train=True)
-
-    def model_fn(variables, x, *, train, rng, drop_path_prob, extra):
-      del rng, drop_path_prob
-      if not train:
-        return net.apply(variables, x, extra, train=False), None, variables["batch_stats"]
-      logits, updates = net.apply(variables, x, extra, train=True, mutable=["batch_stats"])
-      return logits, None, updates["batch_stats"]
-
-    self._model_init = model_init
-    self._model_fn = model_fn
-    self._eval_step = make_eval_step(model_fn, dataset.mean, dataset.std)
-
-  def _supernet_steps(self, epochs: int):
-    """The optimizer and compiled steps for trainings of ``epochs`` epochs: one program per fidelity level,
-    shared by every candidate (the architecture is the state's ``extra``, an array)."""
-    if epochs not in self._steps:
-      cfg = self.cfg.copy_and_resolve_references()
-      cfg.epochs = epochs
-      tx = make_optimizer(cfg, self.steps_per_epoch)
-      self._steps[epochs] = (tx, make_train_step(self._model_fn, tx, cfg, self.dataset.mean, self.dataset.std))
-    return self._steps[epochs]
+  def _build(self, arch) -> Model:
+    self.space.check(arch)
+    if self.model == "supernet":
+      return Model(self._supernet_init, self._supernet_fn,
+                   jnp.asarray(self.space.edge_ops(jnp.asarray(arch)), jnp.int32), self.genotype_params(arch),
+                   shared=True)
+    network = Network(self.space.decode(arch), self.cfg.channels, self.cfg.layers, self.dataset.num_classes)
+    init = lambda k: network.init({"params": k, "dropout": k}, self._sample)  # noqa: E731
+    return Model(init, network_model_fn(network), None, count_params(jax.eval_shape(init, jax.random.key(0))["params"]))
 
   def genotype_params(self, arch) -> int:
     """Parameters of the stand-alone network of ``arch`` at the estimator's size (paper count)."""
@@ -166,41 +214,3 @@ class ShortTrainingEstimator:
                                                    jnp.zeros((1,) + self.dataset.input_shape)),
                             jax.random.key(0))
     return count_params(shapes["params"])
-
-  def __call__(self, arch, key, fidelity=None) -> dict:
-    arch = np.asarray(arch)
-    self.space.check(arch)
-    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    cfg = self.cfg.copy_and_resolve_references()
-    cfg.seed = seed
-    if fidelity is not None:
-      if self.fidelity_epochs is None:
-        raise NasjaxError("this estimator has no fidelity levels; build it with fidelity_epochs=(...)")
-      level = int(fidelity)
-      if not 0 <= level < len(self.fidelity_epochs):
-        raise NasjaxError(f"fidelity level {level} outside 0..{len(self.fidelity_epochs) - 1}")
-      cfg.epochs = self.fidelity_epochs[level]
-    t0 = time.perf_counter()
-    if self.model == "supernet":
-      extra = jnp.asarray(self.space.edge_ops(jnp.asarray(arch)), jnp.int32)
-      tx, train_step = self._supernet_steps(cfg.epochs)
-      model_init, eval_step = self._model_init, self._eval_step
-    else:
-      extra = None
-      tx = make_optimizer(cfg, self.steps_per_epoch)
-      network = Network(self.space.decode(arch), cfg.channels, cfg.layers, self.dataset.num_classes)
-      sample = jnp.zeros((2,) + self.dataset.input_shape, jnp.float32)
-      model_fn = network_model_fn(network)
-      model_init = lambda k: network.init({"params": k, "dropout": k}, sample)  # noqa: E731
-      train_step = make_train_step(model_fn, tx, cfg, self.dataset.mean, self.dataset.std)
-      eval_step = make_eval_step(model_fn, self.dataset.mean, self.dataset.std)
-    state = init_state(model_init, tx, seed, extra=extra)
-    state = nasdata.replicate(state, self.mesh)
-    batcher = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size, seed=seed)
-    state, history = run_epochs(train_step, None, state, batcher, cfg, self.mesh,
-                                show_progress=self.show_progress)
-    valid = evaluate(eval_step, state, self.data[2], self.data[3], cfg.eval_batch_size, self.mesh)
-    acc = valid["accuracy"]
-    return {"accuracy": float(acc) if np.isfinite(acc) else float("nan"), "loss": float(valid["loss"]),
-            "train_loss": history[-1]["train_loss"], "params": self.genotype_params(arch),
-            "cost_s": time.perf_counter() - t0, "epochs": cfg.epochs}

@@ -198,14 +198,9 @@ def init_variables(network: ChainNetwork, key: jax.Array) -> dict:
 
 
 def chain_model_fn(network: ChainNetwork):
-  """The ``model_fn`` contract of :mod:`nasjax.train` for a chain network (no aux head, no drop-path)."""
-  def model_fn(variables, x, *, train, rng, drop_path_prob, extra):
-    del rng, drop_path_prob, extra
-    if not train:
-      return network.apply(variables, x, train=False), None, variables.get("batch_stats", {})
-    logits, updates = network.apply(variables, x, train=True, mutable=["batch_stats"])
-    return logits, None, updates["batch_stats"]
-  return model_fn
+  """The ``model_fn`` contract of :mod:`nasjax.training` for a chain network (no aux head, no drop-path)."""
+  from nasjax.training.model import plain_model_fn  # the engine sits above nn/
+  return plain_model_fn(network)
 
 
 def plan_macs(plans: tuple[LayerPlan, ...], num_classes: int) -> int:

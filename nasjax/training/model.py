@@ -8,7 +8,8 @@ A model is two pure functions:
 
 ``extra`` is a pytree carried in the train state (a discrete architecture for the supernet's discrete path,
 ...), so changing it never recompiles a step. Any Flax module fits with a few lines (see
-:func:`network_model_fn`; :func:`nasjax.nn.chain_network.chain_model_fn` for the macro spaces).
+:func:`network_model_fn`; :func:`plain_model_fn` for a module that returns logits, e.g. the macro spaces'
+chain networks, the supernet's discrete path and NB201's switch network).
 """
 
 from __future__ import annotations
@@ -29,4 +30,17 @@ def network_model_fn(network) -> ModelFn:
     (logits, aux), updates = network.apply(variables, x, train=True, drop_path_prob=drop_path_prob,
                                            rngs={"dropout": rng}, mutable=["batch_stats"])
     return logits, aux, updates["batch_stats"]
+  return model_fn
+
+
+def plain_model_fn(module, takes_arch: bool = False) -> ModelFn:
+  """The ``model_fn`` of a module called as ``apply(variables, x[, arch], train=...)`` that returns logits
+  and keeps BatchNorm statistics; with ``takes_arch`` the architecture is the state's ``extra``."""
+  def model_fn(variables, x, *, train, rng, drop_path_prob, extra):
+    del rng, drop_path_prob
+    args = (x, extra) if takes_arch else (x,)
+    if not train:
+      return module.apply(variables, *args, train=False), None, variables.get("batch_stats", {})
+    logits, updates = module.apply(variables, *args, train=True, mutable=["batch_stats"])
+    return logits, None, updates["batch_stats"]
   return model_fn
