@@ -201,7 +201,7 @@ def cmd_eval(args) -> dict:
 
 
 ONESHOT_METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos")
-SEARCH_DEFAULTS = {"strategy": "random", "estimator": "train", "executor": "auto", "num_archs": 8}
+SEARCH_DEFAULTS = {"strategy": "random", "estimator": "train", "executor": "auto", "num_archs": 6}
 
 
 def _show_config(cfg) -> dict:
