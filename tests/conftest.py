@@ -5,6 +5,7 @@ folder given by ``--shared-data DIR``, else ``$NASJAX_SHARED_DATA``, else ``../s
 repository; a test that needs a file that is not there is skipped.
 """
 
+import contextlib
 import os
 import pathlib
 
@@ -56,15 +57,32 @@ def _compilation_cache(tmp_path_factory):
   yield
 
 
-@pytest.fixture(scope="module")
-def fast_compiles():
-  """XLA without most optimisation passes, for a module (or test) that checks values, not speed: those
-  passes take most of the compile time of the tests' small programs on a CPU. Restored afterwards."""
+@contextlib.contextmanager
+def xla_optimisations_off():
+  """XLA without most optimisation passes, for tests that check values, not speed: those passes take most
+  of the compile time of the tests' small programs on a CPU. Restored afterwards."""
   import jax
   before = jax.config.values["jax_disable_most_optimizations"]
   jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
+@pytest.fixture(scope="module")
+def fast_compiles():
+  """:func:`xla_optimisations_off` for a whole module: ``pytestmark = pytest.mark.usefixtures("fast_compiles")``
+  (module fixtures set up after it compile fast too)."""
+  with xla_optimisations_off():
+    yield
+
+
+@pytest.fixture
+def fast_compiles_for_test():
+  """:func:`xla_optimisations_off` for one test, in a module whose other tests keep XLA's optimisations."""
+  with xla_optimisations_off():
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,9 @@ from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, cell_pairs
 from nasjax.spaces import darts_space, get_genotype
 
 E, O = 14, len(DARTS_SUPERNET_OPS)
+# Values and shapes are under test, not speed: XLA's optimisation passes (most of these tests' compile
+# time on a CPU) are off in this module (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -261,9 +264,9 @@ def test_network_forward_with_aux_and_drop_path(scan):
   net = Network(get_genotype("DARTS_V2"), channels=4, layers=6, num_classes=7, auxiliary=True,
                 scan_cells=scan)
   x = jnp.ones((2, 16, 16, 3))
-  v = net.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
-  (logits, aux), _ = net.apply(v, x, train=True, drop_path_prob=0.2, rngs={"dropout": jax.random.key(2)},
-                               mutable=["batch_stats"])
+  v = jax.jit(lambda k: net.init({"params": k, "dropout": jax.random.key(1)}, x))(jax.random.key(0))
+  (logits, aux), _ = jax.jit(lambda v: net.apply(v, x, train=True, drop_path_prob=0.2,
+                                                 rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"]))(v)
   assert logits.shape == (2, 7) and aux.shape == (2, 7)
   assert np.all(np.isfinite(logits))
 
@@ -297,7 +300,15 @@ def test_unknown_stem_and_op_in_genotype_are_clear_errors():
     Network(g, 4, 3).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
 
 
-def test_scanned_edges_equal_unrolled_edges_with_their_gradients():
+ALL_EDGE_CHECKS = ("grads", "hard", "evaluation", "hvp")
+
+
+# The default run checks the searches' own path (scan + recomputed edges: reverse mode and DARTS' exact
+# second order) and reverse mode without recomputation; the full matrix compiles ~3x more.
+@pytest.mark.parametrize("checks", [
+    pytest.param({"scan": ("grads",), "scan_remat": ("grads", "hvp")}, id="search_path"),
+    pytest.param({"scan": ALL_EDGE_CHECKS, "scan_remat": ALL_EDGE_CHECKS}, id="all", marks=pytest.mark.slow)])
+def test_scanned_edges_equal_unrolled_edges_with_their_gradients(checks):
   """The scan path (canonical convolutions, custom in-place edge gradients, with and without recomputed
   edge activations) against plain autodiff."""
   ops_ = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
@@ -308,12 +319,12 @@ def test_scanned_edges_equal_unrolled_edges_with_their_gradients():
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   labels = jnp.array([0, 1, 2, 1])
   alphas = {k: jax.random.normal(jax.random.key(i), (SMALL_E, SMALL_O)) for i, k in enumerate(("normal", "reduce"))}
-  variables = nets["unroll"].init(jax.random.key(1), x, alphas, train=True)
+  variables = jax.jit(lambda k: nets["unroll"].init(k, x, alphas, train=True))(jax.random.key(1))
   # Same variable tree in both layouts: the edge loop is a runtime choice, not a different model.
-  assert jax.tree.structure(variables) == jax.tree.structure(nets["scan"].init(jax.random.key(1), x, alphas,
-                                                                                   train=True))
+  assert jax.tree.structure(variables) == jax.tree.structure(jax.eval_shape(
+      lambda k: nets["scan"].init(k, x, alphas, train=True), jax.random.key(1)))
 
-  def results(net):
+  def results(net, names):
     def loss(params, a, hard=False, train=True):
       arch = {k: jax.nn.softmax(t, -1) for k, t in a.items()}
       v = {"params": params, "batch_stats": variables["batch_stats"]}
@@ -323,18 +334,20 @@ def test_scanned_edges_equal_unrolled_edges_with_their_gradients():
         logits, stats = net.apply(v, x, arch, train=False), {}
       return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels]), stats
     params = variables["params"]
-    grads = jax.grad(loss, (0, 1), has_aux=True)(params, alphas)
-    hard = jax.grad(lambda p, a: loss(p, a, hard=True)[0], (0, 1))(params, alphas)
-    evaluation = jax.grad(lambda p, a: loss(p, a, train=False)[0], (0, 1))(params, alphas)
     tangent = jax.tree.map(lambda t: 0.01 * jnp.ones_like(t), params)
-    hvp = jax.jvp(lambda p: jax.grad(lambda a: loss(p, a)[0])(alphas), (params,), (tangent,))[1]
-    return grads, hard, evaluation, hvp
+    compute = {
+        "grads": lambda: jax.grad(loss, (0, 1), has_aux=True)(params, alphas),
+        "hard": lambda: jax.grad(lambda p, a: loss(p, a, hard=True)[0], (0, 1))(params, alphas),
+        "evaluation": lambda: jax.grad(lambda p, a: loss(p, a, train=False)[0], (0, 1))(params, alphas),
+        "hvp": lambda: jax.jvp(lambda p: jax.grad(lambda a: loss(p, a)[0])(alphas), (params,), (tangent,))[1]}
+    return {name: compute[name]() for name in names}
 
-  want = jax.jit(lambda: results(nets["unroll"]))()
-  for variant in ("scan", "scan_remat"):
-    got = jax.jit(lambda: results(nets[variant]))()
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=variant)
+  want = jax.jit(lambda: results(nets["unroll"], sorted(set().union(*checks.values()))))()
+  for variant, names in checks.items():
+    got = jax.jit(lambda: results(nets[variant], names))()
+    for name in names:
+      for g, w in zip(jax.tree.leaves(got[name]), jax.tree.leaves(want[name])):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=f"{variant} {name}")
 
 
 def test_cell_pairs_of_the_search_networks():

@@ -27,6 +27,8 @@ from nasjax.spaces import darts_space
 from nasjax.spaces.cells import CellSpace
 
 # Cheap ops keep compile times of the tiny supernets in seconds; the DARTS ops are covered by test_nn.
+# Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 TINY_SPACE = CellSpace("tiny", ("skip_connect", "conv_1x1"), 2, True)
 
 
@@ -367,18 +369,22 @@ def test_snas_step_descends_the_training_loss_in_weights_and_architecture_togeth
   state = search.init_state()
   xt, yt = dataset.x_train[:8], dataset.y_train[:8].astype(np.int32)
   xv, yv = dataset.x_train[8:16], dataset.y_train[8:16].astype(np.int32)
-  new, metrics = jax.jit(search._step)(state, xt, yt, xv, yv)
-  other, _ = jax.jit(search._step)(state, xt, yt, xv[::-1] * 0 + 3.0, (yv + 1) % 4)
+  step = jax.jit(search._step)  # one program for both calls
+  new, metrics = step(state, xt, yt, xv, yv)
+  other, _ = step(state, xt, yt, xv[::-1] * 0 + 3.0, (yv + 1) % 4)
   for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(other)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The same gradient by hand: the step's keys, augmentation and relaxed sample, then Adam on it.
-  key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
-  k_aug_t, _, _, k_weights = jax.random.split(key, 4)
-  x = search._augment(k_aug_t, xt)
-  def train_loss(arch):
-    return search.loss(state["params"], state["batch_stats"], search.weights(arch, k_weights, state["step"]),
-                       x, yt)[0]
-  arch_grad = jax.grad(train_loss)(state["arch"])
+  @jax.jit
+  def arch_grad_by_hand(state, xt, yt):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+    k_aug_t, _, _, k_weights = jax.random.split(key, 4)
+    x = search._augment(k_aug_t, xt)
+    def train_loss(arch):
+      return search.loss(state["params"], state["batch_stats"], search.weights(arch, k_weights, state["step"]),
+                         x, yt)[0]
+    return jax.grad(train_loss)(state["arch"])
+  arch_grad = arch_grad_by_hand(state, xt, yt)
   assert float(jnp.abs(arch_grad["normal"]).max()) > 0
   updates, _ = search.arch_tx.update(arch_grad, state["arch_opt"], state["arch"])
   want = optax.apply_updates(state["arch"], updates)

@@ -294,6 +294,7 @@ ALL_NB201 = {
 
 
 @pytest.mark.parametrize("name", [n if n != "bayesopt" else SLOW_BO for n in STRATEGY_NAMES])
+@pytest.mark.usefixtures("fast_compiles_for_test")
 def test_jit_and_eager_agree(name):
   strategy = get_strategy(name, NB201, **ALL_NB201[name])
   keys = jax.random.split(jax.random.key(7), 3)
