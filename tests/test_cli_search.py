@@ -62,7 +62,7 @@ BAD = [
     (["--space", "darts", "--estimator", "tabular:t.csv"], "accepts the spaces nb201; for darts use: train"),
     (["--space", "darts", "--estimator", "proxy:synflow"], "accepts the spaces nb201"),
     (["--space", "nb201", "--estimator", "morphism"], "accepts the spaces macro, nas_rl"),
-    (["--space", "nb201", "--estimator", "weight_sharing"], "accepts the spaces darts, nasnet, enas_micro"),
+    (["--space", "macro", "--estimator", "weight_sharing"], "accepts the spaces darts, nasnet, enas_micro, nb201"),
     (["--space", "enas_macro"], "no estimator evaluates enas_macro"),
     (["--space", "darts", "--strategy", "grid"], "grid"),
     (["--strategy", "hyperband", "--estimator", "weight_sharing"], "multi-fidelity"),

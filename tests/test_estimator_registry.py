@@ -82,7 +82,7 @@ WORKS = {
     "nasnet": ("train", "early_stopping", "weight_sharing"),
     "enas_micro": ("train", "early_stopping", "weight_sharing"),
     "enas_macro": (),
-    "nb201": ("train", "early_stopping", "proxy", "tabular"),
+    "nb201": ("train", "early_stopping", "weight_sharing", "proxy", "tabular"),
     "macro": ("train", "early_stopping", "morphism"),
     "nas_rl": ("train", "early_stopping", "morphism"),
 }
@@ -135,6 +135,8 @@ def test_settings_hold_only_what_the_estimator_uses():
   ws = R.estimator_config("weight_sharing", darts, preset="demo")
   assert ws.method == "spos" and "rank_samples" not in ws and ws.epochs < R.estimator_config(
       "weight_sharing", darts, preset="paper").epochs
+  ws_nb201 = R.estimator_config("weight_sharing", nb201)
+  assert ws_nb201.cells_per_stage == 1 and "layers" not in ws_nb201 and ws_nb201.space == "nb201"
   assert set(R.estimator_config("proxy:synflow", nb201)) == {"batch_size", "channels", "cells_per_stage", "seed"}
   assert set(R.estimator_config("tabular:t.csv", nb201)) == {"fitness", "seed_noise", "supplement", "seed"}
 

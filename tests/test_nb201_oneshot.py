@@ -228,3 +228,20 @@ def test_nb201_search_killed_mid_epoch_resumes_bitwise(tmp_path):
           for r in resumed["history"]] == strip
   for a, b in zip(jax.tree.leaves(whole["state"]["params"]), jax.tree.leaves(resumed["state"]["params"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_cli_evolution_over_a_spos_trained_nb201_supernet(tmp_path, tiny_npz, capsys):
+  """The SPOS paper's search on NB201: uniform single paths train the supernet, evolution ranks its cells."""
+  out = tmp_path / "ws"
+  rc = cli.main(["search", "--quiet", "--space", "nb201", "--strategy", "regularized_evolution", "--estimator",
+                 "weight_sharing", "--config", "demo", "--data", tiny_npz, "--epochs", "1", "--channels", "2",
+                 "--cells-per-stage", "1", "--batch-size", "16", "--train-subset", "0", "--rank-batches", "1",
+                 "--num-archs", "6", "--strategy-option", "population_size=3", "--strategy-option",
+                 "tournament_size=2", "--out", str(out)])
+  assert rc == 0, capsys.readouterr().err
+  result = json.loads((out / "result.json").read_text())
+  assert result["space"] == "nb201" and result["num_evaluated"] == 6 and result["executor"] == "vmap"
+  assert result["config"]["cells_per_stage"] == 1 and "layers" not in result["config"]
+  assert NB201Space().from_string(result["genotype"]).tolist() == result["arch"]
+  assert (out / "supernet" / "checkpoints").is_dir()

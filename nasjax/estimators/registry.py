@@ -11,8 +11,8 @@ spec                what it does                                           space
                     (Domhan et al. 2015)
 ``morphism``        warm-starts children from trained parents by network     macro, nas_rl
                     morphisms (NASH / Net2Net)
-``weight_sharing``  trains the space's supernet with SPOS first, then        darts, nasnet, enas_micro
-                    scores each candidate under the shared weights
+``weight_sharing``  trains the space's supernet with SPOS first, then        darts, nasnet, enas_micro,
+                    scores each candidate under the shared weights          nb201
 ``proxy:NAME,...``  a zero-cost proxy of the initialised network             nb201
                     (synflow, grad_norm, snip, jacob_cov, naswot)
 ``tabular:PATH``    a NAS-Bench-201 table lookup (``tabular`` alone reads    nb201
@@ -56,7 +56,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "train": (CELL, NB201, CHAIN),
     "early_stopping": (CELL, NB201, CHAIN),
     "morphism": (CHAIN,),
-    "weight_sharing": (CELL,),
+    "weight_sharing": (CELL, NB201),
     "proxy": (NB201,),
     "tabular": (NB201,),
 }
@@ -255,7 +255,9 @@ def estimator_config(spec: Any, space: Any, *, preset: str = "demo") -> ml_colle
     from nasjax import oneshot
     if preset not in ("demo", "paper"):
       raise NasjaxError(f"unknown preset {preset!r}; accepted: demo, paper")
-    cfg = oneshot.demo_search_config("spos") if preset == "demo" else oneshot.search_config("spos")
+    kind = "nb201" if family == NB201 else "darts"  # NB201's supernet has cells_per_stage, not layers
+    make = oneshot.demo_search_config if preset == "demo" else oneshot.search_config
+    cfg = make("spos", space=kind)
     cfg.space = _space_name(space)
     # The discrete strategy (--strategy) ranks the candidates, not SPOS's own ranking.
     for key in _SPOS_RANKING_KEYS:
