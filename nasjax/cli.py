@@ -448,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="a strategy option (repeatable), e.g. population_size=20, resources=[1,3,9]; VALUE is JSON "
                       "or text")
   s.add_argument("--method", default=None,
-                 help="one-shot method: " + ", ".join(ONESHOT_METHODS) + "; a strategy name here is the same as "
-                      "--strategy")
+                 help="one-shot method: " + ", ".join(ONESHOT_METHODS) + " (on nb201 all but pcdarts); a strategy "
+                      "name here is the same as --strategy")
   s.add_argument("--config", choices=["paper", "demo"], default="paper",
                  help="one-shot and weight_sharing supernet settings: the method's paper (CIFAR-10 search) or a "
                       "minutes-long CPU demo")

@@ -245,3 +245,13 @@ def test_cli_evolution_over_a_spos_trained_nb201_supernet(tmp_path, tiny_npz, ca
   assert result["config"]["cells_per_stage"] == 1 and "layers" not in result["config"]
   assert NB201Space().from_string(result["genotype"]).tolist() == result["arch"]
   assert (out / "supernet" / "checkpoints").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["drnas", "snas"])
+def test_drnas_and_snas_on_nb201(method):
+  result = oneshot.run_search(nb201_config(method, epochs=1), NB201Space(), brightness_dataset(),
+                              show_progress=False)
+  probs = np.asarray(result["alphas"]["normal"])
+  assert result["finished"] and probs.shape == (6, 5) and np.allclose(probs.sum(1), 1, atol=1e-4)
+  assert result["arch"] == np.argmax(probs, axis=1).tolist()
