@@ -21,6 +21,7 @@ def read(path):
     return json.load(f)
 
 
+@pytest.mark.usefixtures("fast_compiles_for_test")
 def test_search_demo_end_to_end(tmp_path, capsys):
   out = tmp_path / "search"
   rc = cli.main(["search", "--num-archs", "2", "--channels", "4", "--layers", "3", "--batch-size", "32",
@@ -129,6 +130,7 @@ def test_resume_after_kill_is_exact(tmp_path, embedded_dataset):
     train.train_genotype(genotype, ds, cfg, workdir=str(killed), show_progress=False, identity=identity)
 
 
+@pytest.mark.usefixtures("fast_compiles_for_test")
 def test_data_parallel_step_equals_single_device():
   if jax.device_count() < 4:
     pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4")
