@@ -9,6 +9,9 @@ from nasjax.errors import NasjaxError
 from nasjax.nn import ops
 from nasjax.nn.conv import conv2d
 
+# Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 # (input shape, kernel shape, stride, padding, dilation): strides, dilations, non-square kernels and
 # the asymmetric strides of NASNet's factorised convolutions.
 CASES = [
