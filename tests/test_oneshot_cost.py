@@ -17,6 +17,9 @@ from nasjax.oneshot.search import Search
 from nasjax.spaces import darts_space
 from test_oneshot import TINY_SPACE, tiny_config, tiny_dataset
 
+# Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 
 def test_op_costs_match_hand_counts():
   c = 4

@@ -17,6 +17,9 @@ from nasjax.errors import NasjaxError
 from nasjax.spaces import (GENOTYPES, SPACE_NAMES, CellSpace, EnasMacroSpace, Genotype, MacroSpace,
                            NB201Space, get_genotype, get_space, lookup_genotype)
 
+# Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 POP = 1000
 NUM_NEIGHBOR_ROWS = 4
 
