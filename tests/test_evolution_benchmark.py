@@ -204,17 +204,9 @@ def _check_arm(name, arm, records, budget):
   assert arm["seconds"] > 0
 
 
-@pytest.fixture
-def quick_compiles():
-  """XLA compile time dominates these tiny runs (one compile per candidate); the flax examples' test
-  setting cuts it, and both arms compared within a test compile the same way."""
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
-
-
-def test_smoke_low_and_morphism_spend_exactly_the_budget(tmp_path, capsys, quick_compiles):
+# XLA compile time dominates these tiny runs (one compile per candidate); both arms compared within a
+# test compile the same way (conftest.py: fast_compiles_for_test).
+def test_smoke_low_and_morphism_spend_exactly_the_budget(tmp_path, capsys, fast_compiles_for_test):
   data = tmp_path / "tiny.npz"
   _write_npz(data)
   out = tmp_path / "out"
@@ -241,7 +233,7 @@ def test_smoke_low_and_morphism_spend_exactly_the_budget(tmp_path, capsys, quick
 
 
 @pytest.mark.slow
-def test_all_arms_resume_reuse_and_grow_the_budget(tmp_path, capsys, quick_compiles):
+def test_all_arms_resume_reuse_and_grow_the_budget(tmp_path, capsys, fast_compiles_for_test):
   data = tmp_path / "tiny.npz"
   _write_npz(data)
   out = tmp_path / "out"
