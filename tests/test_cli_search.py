@@ -11,6 +11,9 @@ import pytest
 
 from nasjax import cli
 
+# Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 
 def table_path():
   here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,6 +11,9 @@ from nasjax.errors import NasjaxError
 from nasjax.estimators.train import ShortTrainingEstimator, short_training_config
 from nasjax.spaces import darts_space
 
+# Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 
 def _estimator(**kwargs):
   rng = np.random.default_rng(0)
