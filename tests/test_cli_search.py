@@ -15,14 +15,6 @@ from nasjax import cli
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
-def table_path():
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  path = os.environ.get("NASJAX_NB201_TABLE") or os.path.join(here, "..", "shared", "data", "nb201", "nb201.csv")
-  if not os.path.isfile(path):
-    pytest.skip("no NB201 table (set $NASJAX_NB201_TABLE or put it at ../shared/data/nb201/nb201.csv)")
-  return path
-
-
 @pytest.fixture(scope="module")
 def tiny_npz(tmp_path_factory):
   """8x8 grey images in 4 classes told apart by brightness: every compile and epoch stays short."""
@@ -115,8 +107,8 @@ def test_show_config_lists_the_settings_every_key_an_option(capsys):
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def test_tabular_evolution_on_nb201_and_its_resume_identity(tmp_path, capsys):
-  table = table_path()
+def test_tabular_evolution_on_nb201_and_its_resume_identity(tmp_path, capsys, nb201_table):
+  table = nb201_table  # conftest.py: --shared-data, $NASJAX_SHARED_DATA or ../shared/data; skipped if absent
   out = tmp_path / "re"
   base = ["--space", "nb201", "--estimator", f"tabular:{table}", "--num-archs", "12", "--out", str(out)]
   args = base + ["--strategy", "regularized_evolution", "--strategy-option", "population_size=4",
@@ -165,8 +157,8 @@ def test_tabular_evolution_on_nb201_and_its_resume_identity(tmp_path, capsys):
   assert (out / "evaluations.jsonl").read_bytes() == damaged
 
 
-def test_hyperband_over_the_tabular_fidelity_levels(tmp_path, capsys):
-  table = table_path()
+def test_hyperband_over_the_tabular_fidelity_levels(tmp_path, capsys, nb201_table):
+  table = nb201_table
   supplement = os.path.join(os.path.dirname(table), "nb201_supplement_12ep_unverified.csv")
   if not os.path.isfile(supplement):
     pytest.skip("no 12-epoch supplement beside the NB201 table")

@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-from nasjax import data as nasdata
 from nasjax import search, spaces, strategies
 from nasjax.errors import NasjaxError
 from nasjax.estimators.train import TrainingEstimator
@@ -27,20 +26,9 @@ TINY_MACRO = MacroSpace(2, kernel_sizes=(1, 3), filters=(4, 8), strides=(1,))
 NB201_ARCHS = np.asarray([[1, 2, 3, 0, 4, 2], [2, 2, 2, 2, 2, 2]], np.int32)
 
 
-def table_path():
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  path = os.environ.get(R.TABLE_ENV) or os.path.join(here, "..", "shared", "data", "nb201", "nb201.csv")
-  if not os.path.isfile(path):
-    pytest.skip(f"no NB201 table (set ${R.TABLE_ENV} or put it at ../shared/data/nb201/nb201.csv)")
-  return path
-
-
 @pytest.fixture(scope="module")
-def tiny_data():
-  rng = np.random.default_rng(0)
-  y = np.arange(96) % 4
-  x = (rng.random((96, 8, 8, 1)) * 0.5 + y[:, None, None, None] / 8).astype(np.float32)
-  return nasdata.Dataset("tiny", x, y.astype(np.int64), x[:16], y[:16].astype(np.int64), 4, (0.4,), (0.2,))
+def tiny_data(tiny_dataset):  # conftest.py: 96 8x8 grey images in 4 classes told apart by brightness
+  return tiny_dataset
 
 
 def tiny_training(cfg, **extra):
@@ -233,8 +221,8 @@ def test_proxy_is_built_for_nb201_and_vmapped_by_default(tiny_data):
   # the time.
 
 
-def test_tabular_lookup_and_its_fidelity_levels(tmp_path):
-  path = table_path()
+def test_tabular_lookup_and_its_fidelity_levels(tmp_path, nb201_table):
+  path = nb201_table  # conftest.py: --shared-data, $NASJAX_SHARED_DATA or ../shared/data; skipped if absent
   cfg = R.estimator_config("tabular:" + path, NB201Space())
   est = R.build_estimator("tabular:" + path, NB201Space(), None, cfg)
   assert est.jittable and est.num_fidelities == 1

@@ -32,14 +32,6 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")
 TINY_SPACE = CellSpace("tiny", ("skip_connect", "conv_1x1"), 2, True)
 
 
-def tiny_dataset(n=96, size=8, seed=0):
-  rng = np.random.default_rng(seed)
-  y = np.arange(n) % 4
-  # Class-dependent brightness so there is something to learn.
-  x = (rng.random((n, size, size, 1)) * 0.5 + y[:, None, None, None] / 8).astype(np.float32)
-  return nasdata.Dataset("tiny", x, y.astype(np.int64), x[:16], y[:16].astype(np.int64), 4, (0.4,), (0.2,))
-
-
 def tiny_config(method="darts", **overrides):
   cfg = search_config(method)
   cfg.update(epochs=2, batch_size=8, channels=4, layers=2, train_subset=0, arch_warmup_epochs=0,
@@ -241,8 +233,8 @@ def test_pcdarts_edges_compute_one_kth_of_the_channels_and_pass_the_rest():
 
 # ---------------------------------------------------------------------------------------------- the loop
 @pytest.fixture(scope="module")
-def dataset():
-  return tiny_dataset()
+def dataset(tiny_dataset):  # conftest.py: 96 8x8 grey images in 4 classes told apart by brightness
+  return tiny_dataset
 
 
 def test_search_derives_a_valid_genotype_and_logs_alphas(dataset, tmp_path):
