@@ -8,6 +8,8 @@ repository; a test that needs a file that is not there is skipped.
 import contextlib
 import os
 import pathlib
+import shutil
+import tempfile
 
 # Data-parallel code is tested on fake CPU devices; this must happen before JAX initialises.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
@@ -48,15 +50,25 @@ def nb201_table(pytestconfig, shared_data) -> str:
   return path
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _compilation_cache(tmp_path_factory):
-  """Compiled programs are cached in this session's temporary folder, never in ~/.cache (where ``nasjax``
-  keeps them): every run starts cold, as CI does, and reuses a program that several tests compile."""
+_XLA_CACHE_DIR = None
+
+
+def pytest_configure(config):
+  """Compiled programs are cached in a temporary folder of this session (each xdist worker its own), never
+  in ~/.cache where ``nasjax`` keeps them: every run starts cold, as CI does, and a program that several
+  tests compile is compiled once. Set here, before any test module compiles anything: JAX decides whether
+  to use the cache at its first compilation. ``$JAX_COMPILATION_CACHE_DIR`` set by the user is kept."""
+  global _XLA_CACHE_DIR
   import jax
   if jax.config.jax_compilation_cache_dir is None:
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    _XLA_CACHE_DIR = tempfile.mkdtemp(prefix="nasjax-tests-xla-")
+    jax.config.update("jax_compilation_cache_dir", _XLA_CACHE_DIR)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  yield
+
+
+def pytest_unconfigure(config):
+  if _XLA_CACHE_DIR is not None:
+    shutil.rmtree(_XLA_CACHE_DIR, ignore_errors=True)
 
 
 @contextlib.contextmanager
