@@ -15,7 +15,7 @@ from nasjax.oneshot import run_search, search_config
 from nasjax.oneshot.cost import derived_cost, edge_cost_tables, expected_cost, op_cost, uniform_cost
 from nasjax.oneshot.search import Search
 from nasjax.spaces import darts_space
-from test_oneshot import TINY_SPACE, tiny_config, tiny_dataset
+from test_oneshot import TINY_SPACE, tiny_config
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -99,10 +99,10 @@ def test_penalty_adds_its_exact_gradient_to_the_architecture_objective():
 
 
 @pytest.mark.parametrize("method", ["darts", "snas"])
-def test_a_heavy_penalty_drives_the_search_to_free_ops(method):
+def test_a_heavy_penalty_drives_the_search_to_free_ops(method, tiny_dataset):
   """With the penalty dominating, every edge moves to its cheapest op (parameter-free skip / none), the
   expected cost falls every epoch, and the logs carry it; without it the convolutions survive."""
-  ds = tiny_dataset()
+  ds = tiny_dataset  # conftest.py
   heavy = run_search(_config(method, cost_weight=50.0), TINY_SPACE, ds, show_progress=False)
   costs = [r["expected_edge_params"] for r in heavy["history"]]
   assert costs[1] < costs[0] and heavy["history"][-1]["derived_edge_params"] < costs[0]
