@@ -109,10 +109,11 @@ def cmd_info(args) -> dict:
   import jax.numpy as jnp
   from nasjax.nn.count import count_macs, count_params
   from nasjax.nn.network import AUX_NAME, Network, abstract_variables
+  from nasjax.nn.ops import XLA_IMPL
   space, arch, genotype = resolve_genotype(args.genotype)
   shape = _parse_shape(args.input_shape)
   net = Network(genotype, args.channels, args.layers, args.classes, auxiliary=args.auxiliary,
-                dw_impl="grouped", conv_impl="xla", scan_cells=False)
+                impl=XLA_IMPL, scan_cells=False)
   x = jnp.zeros((1,) + shape)
   variables = abstract_variables(net, shape)
   # The auxiliary head only trains; an inference pass (what the papers' multiply-adds count) skips it.

@@ -32,6 +32,7 @@ from nasjax.errors import NasjaxError
 from nasjax.nn.count import count_macs, count_params
 from nasjax.nn.nb201_network import NB201Network
 from nasjax.nn.network import Network
+from nasjax.nn.ops import XLA_IMPL
 from nasjax.spaces.nb201 import NB201Space
 
 COST_METRICS = ("params", "flops", "latency_ms")
@@ -119,7 +120,7 @@ def cost_estimator(space, *, input_shape: Sequence[int] = (32, 32, 3), num_class
       # Counted with grouped depthwise convolutions: on CPU the timed network writes them as shifted
       # slices, whose multiply-adds the jaxpr counter would miss (DARTS_V2 at 36 channels, 20 cells:
       # 490M instead of 529M MACs).
-      counting = Network(genotype, **size, dw_impl="grouped", conv_impl="xla", scan_cells=False)
+      counting = Network(genotype, **size, impl=XLA_IMPL, scan_cells=False)
       return Network(genotype, **size), None, counting
   else:
     raise NasjaxError(f"cost_estimator builds networks for the NB201 space and cell spaces with a genotype "
