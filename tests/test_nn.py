@@ -450,7 +450,7 @@ def test_nb201_network_takes_the_impl_setting():
   outs = []
   for impl in (ops.Impl(conv="xla"), ops.Impl(conv="xla", pool="window"), ops.Impl(conv="canonical", pool="shift")):
     net = NB201Network(4, 1, 5, impl=impl)
-    v = net.init(jax.random.key(1), x, arch)
-    outs.append(net.apply(v, x, arch))
+    v = jax.jit(lambda k, net=net: net.init(k, x, arch))(jax.random.key(1))
+    outs.append(jax.jit(lambda v, net=net: net.apply(v, x, arch))(v))
   for out in outs[1:]:
     np.testing.assert_allclose(out, outs[0], rtol=1e-5, atol=1e-5)
