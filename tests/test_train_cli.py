@@ -24,8 +24,9 @@ def read(path):
 @pytest.mark.usefixtures("fast_compiles_for_test")
 def test_search_demo_end_to_end(tmp_path, capsys):
   out = tmp_path / "search"
-  rc = cli.main(["search", "--num-archs", "2", "--channels", "4", "--layers", "3", "--batch-size", "32",
-                 "--train-subset", "128", "--out", str(out), "--quiet"])
+  # Small explicit sizes: the test does not depend on the demo's defaults (nor grow with them).
+  rc = cli.main(["search", "--num-archs", "2", "--epochs", "1", "--channels", "4", "--layers", "3",
+                 "--batch-size", "32", "--train-subset", "128", "--out", str(out), "--quiet"])
   assert rc == 0, capsys.readouterr().err
   result = read(out / "result.json")
   assert result["method"] == "random" and result["space"] == "darts"
