@@ -222,7 +222,7 @@ def _read_csv(path: str, required: tuple[str, ...]
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise NasjaxError(f"NB201 table {path!r} does not exist or is not a file; pass the CSV described in "
-                      "nasjax.estimators.tabular (e.g. /work/shared/data/nb201/nb201.csv)")
+                      "nasjax.estimators.tabular (e.g. ../shared/data/nb201/nb201.csv)")
   space = NB201Space()
   with open(path, newline="", encoding="utf-8") as f:
     reader = csv.reader(f)
