@@ -118,6 +118,23 @@ def tiny_dataset():
   return data.Dataset("tiny", x, y.astype(np.int64), x[:16], y[:16].astype(np.int64), 4, (0.4,), (0.2,))
 
 
+@pytest.fixture(scope="session")
+def write_tiny_npz():
+  """``write(path, num_train, num_test) -> str``: an .npz of 8x8 uint8 grey images in 4 classes told apart
+  by brightness, the file form of ``tiny_dataset`` for the command line's ``--data``."""
+  import numpy as np
+
+  def write(path, num_train: int, num_test: int) -> str:
+    rng = np.random.default_rng(0)
+    n = num_train + num_test
+    y = np.arange(n) % 4
+    x = np.clip(rng.random((n, 8, 8, 1)) * 96 + y[:, None, None, None] * 48, 0, 255).astype(np.uint8)
+    np.savez(path, x_train=x[:num_train], y_train=y[:num_train], x_test=x[num_train:], y_test=y[num_train:])
+    return str(path)
+
+  return write
+
+
 # The longest tests of the default run, longest first (CPU seconds, 2026-12-05): they start first, since
 # xdist's loadgroup hands tests out in collection order and one collected last would run alone at the end
 # while the other worker idles. Names no longer found are ignored; add a test here when it takes > ~10 s.

@@ -16,14 +16,8 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory):
-  """8x8 grey images in 4 classes told apart by brightness: every compile and epoch stays short."""
-  rng = np.random.default_rng(0)
-  y = np.arange(160) % 4
-  x = np.clip(rng.random((160, 8, 8, 1)) * 96 + y[:, None, None, None] * 48, 0, 255).astype(np.uint8)
-  path = tmp_path_factory.mktemp("data") / "tiny.npz"
-  np.savez(path, x_train=x[:128], y_train=y[:128], x_test=x[128:], y_test=y[128:])
-  return str(path)
+def tiny_npz(tmp_path_factory, write_tiny_npz):
+  return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz", 128, 32)
 
 
 def run(capsys, *args):

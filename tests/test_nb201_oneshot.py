@@ -144,13 +144,8 @@ def test_nb201_derivation_is_the_arg_max_op_none_included():
 
 
 @pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory):
-  rng = np.random.default_rng(0)
-  y = np.arange(80) % 4
-  x = np.clip(rng.random((80, 8, 8, 1)) * 96 + y[:, None, None, None] * 48, 0, 255).astype(np.uint8)
-  path = tmp_path_factory.mktemp("data") / "tiny.npz"
-  np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
-  return str(path)
+def tiny_npz(tmp_path_factory, write_tiny_npz):
+  return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz", 64, 16)
 
 
 # The CLI test and the library test run the same settings: the second reuses the first's compiled search.

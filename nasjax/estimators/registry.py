@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import math
 import os
 from typing import Any, Callable
@@ -41,7 +40,8 @@ import ml_collections
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.estimators.train import Model, TrainingEstimator
+from nasjax.estimators.train import Model, TrainingEstimator, cell_network_model
+from nasjax.nn.count import count_params
 from nasjax.training.model import plain_model_fn
 
 KINDS = ("train", "early_stopping", "morphism", "weight_sharing", "proxy", "tabular")
@@ -381,11 +381,9 @@ def build_estimator(spec: Any, space: Any, dataset: Any, cfg, *, num_candidates:
 
 def _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, epochs):
   from nasjax.estimators.train import ShortTrainingEstimator
-  kwargs = {"fidelity_epochs": epochs}
-  params = inspect.signature(ShortTrainingEstimator).parameters
-  if "num_candidates" in params:  # the compile-once estimator chooses its program for this many
-    kwargs.update(model="auto", num_candidates=num_candidates)
-  return ShortTrainingEstimator(space, dataset, cfg, mesh=mesh, show_progress=show_progress, **kwargs)
+  # model="auto": the estimator compiles once or per candidate, whichever is faster for this many.
+  return ShortTrainingEstimator(space, dataset, cfg, mesh=mesh, show_progress=show_progress, model="auto",
+                                num_candidates=num_candidates, fidelity_epochs=epochs)
 
 
 def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarray], Model]:
@@ -419,24 +417,11 @@ def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarr
       network = chain_network(space, arch, dataset.num_classes, dataset.input_shape)
       shapes = jax.eval_shape(lambda k: init_variables(network, k), jax.random.key(0))
       return Model(lambda key: init_variables(network, key), chain_model_fn(network), None,
-                   _count(shapes["params"]))
+                   count_params(shapes["params"]))
     return chain_model
   if family == CELL:
-    from nasjax.nn.network import Network
-    from nasjax.training import network_model_fn
-
-    def cell_model(arch):
-      network = Network(space.decode(np.asarray(arch)), cfg.channels, cfg.layers, dataset.num_classes,
-                        auxiliary=False)
-      init = lambda key: network.init({"params": key, "dropout": key}, sample)  # noqa: E731
-      shapes = jax.eval_shape(init, jax.random.key(0))
-      return Model(init, network_model_fn(network), None, _count(shapes["params"]))
-    return cell_model
+    return lambda arch: cell_network_model(space, arch, cfg, dataset)
   raise NasjaxError(f"nasjax builds no network for space {_space_name(space)!r}")
-
-
-def _count(params) -> int:
-  return int(sum(np.prod(np.shape(v)) for v in jax.tree_util.tree_leaves(params)))
 
 
 def _early_stopping(space, dataset, cfg, mesh, workdir):

@@ -202,15 +202,19 @@ class ShortTrainingEstimator(TrainingEstimator):
       return Model(self._supernet_init, self._supernet_fn,
                    jnp.asarray(self.space.edge_ops(jnp.asarray(arch)), jnp.int32), self.genotype_params(arch),
                    shared=True)
-    network = Network(self.space.decode(arch), self.cfg.channels, self.cfg.layers, self.dataset.num_classes)
-    init = lambda k: network.init({"params": k, "dropout": k}, self._sample)  # noqa: E731
-    return Model(init, network_model_fn(network), None, count_params(jax.eval_shape(init, jax.random.key(0))["params"]))
+    return cell_network_model(self.space, arch, self.cfg, self.dataset)
 
   def genotype_params(self, arch) -> int:
     """Parameters of the stand-alone network of ``arch`` at the estimator's size (paper count)."""
-    genotype = self.space.decode(np.asarray(arch))
-    network = Network(genotype, self.cfg.channels, self.cfg.layers, self.dataset.num_classes)
-    shapes = jax.eval_shape(lambda k: network.init({"params": k, "dropout": k},
-                                                   jnp.zeros((1,) + self.dataset.input_shape)),
-                            jax.random.key(0))
-    return count_params(shapes["params"])
+    return cell_network_model(self.space, arch, self.cfg, self.dataset).params
+
+
+def cell_network_model(space, arch, cfg, dataset: nasdata.Dataset) -> Model:
+  """The stand-alone ``Network`` of a cell-space architecture as a :class:`Model` (its own program), at
+  ``cfg.channels`` channels and ``cfg.layers`` cells, without an auxiliary head."""
+  network = Network(space.decode(np.asarray(arch)), cfg.channels, cfg.layers, dataset.num_classes,
+                    auxiliary=False)
+  sample = jnp.zeros((2,) + tuple(dataset.input_shape), jnp.float32)
+  init = lambda k: network.init({"params": k, "dropout": k}, sample)  # noqa: E731
+  return Model(init, network_model_fn(network), None,
+               count_params(jax.eval_shape(init, jax.random.key(0))["params"]))
