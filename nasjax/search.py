@@ -169,8 +169,8 @@ def resolve_executor(executor: Any, estimator: Any = None):
   """
   if executor is None or executor == "auto":
     executor = default_executor(estimator)
-  if executor == "vmap" and estimator is not None and not is_jittable(estimator) and \
-      getattr(estimator, "jittable", None) is False:
+  # Only an estimator that says it is not jittable is refused; one that says nothing may still be.
+  if executor == "vmap" and getattr(estimator, "jittable", None) is False:
     raise NasjaxError(f"executor 'vmap' needs a jittable estimator; {_estimator_name(estimator)} is not "
                       "(it trains in a host loop); use executor 'serial' or 'ray'")
   if executor == "ray":
