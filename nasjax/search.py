@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import DivergenceError, NasjaxError
-from nasjax.estimators.base import default_executor, is_jittable
+from nasjax.estimators.base import default_executor
 from nasjax.strategies.base import Strategy, asked_fidelity
 from nasjax.strategies.budget import admitted, admitted_prefix, incumbent, planned_costs
 from nasjax.utils.logging import progress
