@@ -446,15 +446,20 @@ class Identity(nn.Module):
 
 
 class FactorizedReduce(nn.Module):
-  """Halves the resolution with two offset stride-2 1x1 convolutions, each giving half the channels."""
+  """Halves the resolution with two offset stride-2 1x1 convolutions, each giving half the channels.
+
+  ``relu``: rectify the input first (DARTS' cells); ENAS' macro network reduces its layer outputs without.
+  """
   features: int
   affine: bool = True
+  relu: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.features % 2:
       raise NasjaxError(f"FactorizedReduce needs an even channel count, got {self.features}")
-    x = nn.relu(x)
+    if self.relu:
+      x = nn.relu(x)
     # Pad after the one-pixel shift so both paths agree in size for odd resolutions too.
     shifted = jnp.pad(x[:, 1:, 1:, :], ((0, 0), (0, 1), (0, 1), (0, 0)))
     a = Pointwise(self.features // 2, 2)(x)
