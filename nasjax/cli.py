@@ -112,8 +112,9 @@ def cmd_info(args) -> dict:
   from nasjax.nn.ops import XLA_IMPL
   space, arch, genotype = resolve_genotype(args.genotype)
   shape = _parse_shape(args.input_shape)
+  _check_stem(args.stem)
   net = Network(genotype, args.channels, args.layers, args.classes, auxiliary=args.auxiliary,
-                impl=XLA_IMPL, scan_cells=False)
+                stem=args.stem, impl=XLA_IMPL, scan_cells=False)
   x = jnp.zeros((1,) + shape)
   variables = abstract_variables(net, shape)
   # The auxiliary head only trains; an inference pass (what the papers' multiply-adds count) skips it.
@@ -122,13 +123,19 @@ def cmd_info(args) -> dict:
       k: v for k, v in variables["params"].items() if k != AUX_NAME}}, x)
   return {"command": "info", "space": space.name, "genotype": genotype.to_string(),
           "arch": [int(v) for v in arch], "channels": args.channels, "layers": args.layers,
-          "auxiliary": args.auxiliary, "input_shape": list(shape), "classes": args.classes,
+          "auxiliary": args.auxiliary, "stem": args.stem, "input_shape": list(shape), "classes": args.classes,
           "params": count_params(variables["params"]),
           "params_total": count_params(variables["params"], exclude=()),
           "macs": macs, "flops": 2 * macs,
           "note": "params and macs leave the auxiliary head out (it only trains), as the papers count; macs "
                   "are multiply-adds of convolutions and dense layers for one image (papers' 'FLOPs' "
                   "usually mean these); flops = 2 * macs"}
+
+
+def _check_stem(stem: str) -> None:
+  from nasjax.nn.network import STEMS
+  if stem not in STEMS:
+    raise NasjaxError(f"unknown stem {stem!r}; accepted: {', '.join(STEMS)}")
 
 
 def _overrides(cfg, args, what: str):
@@ -151,6 +158,7 @@ def cmd_train(args) -> dict:
   if args.show_config:
     return _show_config(cfg)
   space, arch, genotype = resolve_genotype(args.genotype)
+  _check_stem(cfg.stem)
   result_path = _prepare_out(args.out, args.force, resumable=True)
   dataset = data.load_dataset(args.data, args.data_dir)
   # train_genotype adds the data's content fingerprint: the same file by another path still resumes.
@@ -158,7 +166,8 @@ def cmd_train(args) -> dict:
   fit = train.train_genotype(genotype, dataset, cfg, workdir=args.out, show_progress=not args.quiet,
                              identity=identity)
   return {"command": "train", "method": "retrain", "space": space.name, "genotype": genotype.to_string(),
-          "arch": [int(v) for v in arch], "data": args.data, "seed": cfg.seed,
+          "arch": [int(v) for v in arch], "data": args.data, "input_shape": list(dataset.input_shape),
+          "classes": dataset.num_classes, "seed": cfg.seed,
           "config": train.config_to_dict(cfg), "metrics": fit.final, "history": fit.history,
           "_result_path": result_path}
 
@@ -178,7 +187,8 @@ def cmd_eval(args) -> dict:
   cfg = train.darts_eval_config()
   cfg.update(trained["config"])
   dataset = data.load_dataset(args.data or trained["data"], args.data_dir)
-  network = Network(genotype, cfg.channels, cfg.layers, dataset.num_classes, auxiliary=cfg.auxiliary)
+  network = Network(genotype, cfg.channels, cfg.layers, dataset.num_classes, auxiliary=cfg.auxiliary,
+                    stem=cfg.stem)
   sample = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
   batcher = data.Batcher(dataset.x_train, dataset.y_train, cfg.batch_size, seed=cfg.seed)
   tx = train.make_optimizer(cfg, batcher.steps_per_epoch)
@@ -481,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
   i.add_argument("--auxiliary", action=argparse.BooleanOptionalAction, default=True)
   i.add_argument("--input-shape", default="32,32,3")
   i.add_argument("--classes", type=int, default=10)
+  i.add_argument("--stem", default="cifar", help="cifar (3x3 conv) or imagenet (three stride-2 convs, DARTS' "
+                 "ImageNet network: --channels 48 --layers 14 --input-shape 224,224,3 --classes 1000)")
   return ap
 
 

@@ -21,12 +21,17 @@ from nasjax.training import (FitResult, ModelFn, config_to_dict, evaluate, fit, 
 
 
 def darts_eval_config() -> ml_collections.ConfigDict:
-  """The DARTS CIFAR-10 evaluation protocol."""
+  """The DARTS CIFAR-10 evaluation protocol.
+
+  ``stem="imagenet"`` builds DARTS' ImageNet stem (three stride-2 3x3 convolutions) instead of the CIFAR
+  one: with more cells and channels (DARTS: 14 cells, 48 channels) that transfers a cell searched on a
+  small data set to a large one, as NASNet (Zoph et al., CVPR 2018) and DARTS (section 3.3) do.
+  """
   return ml_collections.ConfigDict(dict(
       epochs=600, batch_size=96, learning_rate=0.025, min_learning_rate=0.0, momentum=0.9,
       weight_decay=3e-4, grad_clip=5.0, cutout=16, crop_padding=4, flip=True, drop_path=0.2,
       auxiliary=True, auxiliary_weight=0.4, channels=36, layers=20, seed=0, eval_batch_size=500,
-      checkpoint_every=1, keep_checkpoints=2, train_subset=0))
+      checkpoint_every=1, keep_checkpoints=2, train_subset=0, stem="cifar"))
 
 
 def demo_config() -> ml_collections.ConfigDict:
@@ -45,7 +50,8 @@ def train_genotype(genotype, dataset: nasdata.Dataset, cfg, workdir: str | None 
   Checkpoints record ``identity`` and the data's content fingerprint; a resume must match both.
   ``stop_after_epochs`` ends this call early, as a killed process would.
   """
-  network = Network(genotype, cfg.channels, cfg.layers, dataset.num_classes, auxiliary=cfg.auxiliary)
+  network = Network(genotype, cfg.channels, cfg.layers, dataset.num_classes, auxiliary=cfg.auxiliary,
+                    stem=cfg.get("stem", "cifar"))
   sample = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
 
   def model_init(key):

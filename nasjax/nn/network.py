@@ -26,6 +26,7 @@ from nasjax.nn.ops import OPS, Impl, OpConfig, batch_norm, conv, make_op, op_spe
 from nasjax.nn.supernet import reduction_layers
 
 AUX_NAME = "auxiliary_head"
+STEMS = ("cifar", "imagenet")
 
 
 def drop_path(x: jax.Array, rate: jax.Array, rng: jax.Array) -> jax.Array:
@@ -139,8 +140,8 @@ class Network(nn.Module):
     return dataclasses.replace(impl, conv=resolve_conv_impl(impl.conv))
 
   def _validate(self):
-    if self.stem not in ("cifar", "imagenet"):
-      raise NasjaxError(f"unknown stem {self.stem!r}; accepted: cifar, imagenet")
+    if self.stem not in STEMS:
+      raise NasjaxError(f"unknown stem {self.stem!r}; accepted: {', '.join(STEMS)}")
     for kind in ("normal", "reduce"):
       for op, _ in getattr(self.genotype, kind):
         if op not in OPS or OPS[op].is_zero:
