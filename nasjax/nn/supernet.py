@@ -55,14 +55,16 @@ def edge_endpoints(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Candidate(nn.Module):
-  """One op of a mixed edge; pools get a BN without affine, as in the DARTS supernet."""
+  """One op of a mixed edge; pools get a BN without affine, as in the DARTS supernet (``pool_bn``: a
+  discrete network that computes one op per edge, as ENAS's shared cells do, has none)."""
   op: str
   config: OpConfig
+  pool_bn: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool):
     y = make_op(self.op, self.config)(x, train)
-    if op_spec(self.op).is_pool:
+    if self.pool_bn and op_spec(self.op).is_pool:
       y = batch_norm(train, affine=False)(y)
     return y
 
@@ -81,10 +83,11 @@ class MixedOp(nn.Module):
   affine: bool = False
   partial_channels: int = 1
   impl: Impl = Impl(conv="xla")
+  pool_bn: bool = True
 
   def setup(self):
     config = OpConfig(self.channels // self.partial_channels, self.stride, self.affine, self.impl)
-    self.candidates = [Candidate(op, config) for op in self.ops]
+    self.candidates = [Candidate(op, config, self.pool_bn) for op in self.ops]
 
   def _switch(self, index, x, train):
     branches = [lambda mdl, x, i=i: mdl.candidates[i](x, train) for i in range(len(self.ops))]
@@ -172,6 +175,7 @@ class EdgeStack(nn.Module):
   num_edges: int
   edge_loop: str = "auto"
   remat: bool = False
+  pool_bn: bool = True
 
   @nn.compact
   def __call__(self, inputs, nodes, sources, targets, weights, mode: str, train: bool):
@@ -182,7 +186,8 @@ class EdgeStack(nn.Module):
     impl = self.impl
     if impl.conv == "auto":
       impl = dataclasses.replace(impl, conv="canonical" if scan and jax.default_backend() == "cpu" else "xla")
-    mixed = MixedOp(self.ops, self.channels, self.stride, self.affine, self.partial_channels, impl, parent=None)
+    mixed = MixedOp(self.ops, self.channels, self.stride, self.affine, self.partial_channels, impl, self.pool_bn,
+                    parent=None)
     example = (inputs if inputs is not None else nodes)[0]
 
     def init_stacked(rng):
@@ -193,7 +198,7 @@ class EdgeStack(nn.Module):
     # init function abstractly, so without a fresh initialisation the function must stand on its own.
     fresh = init_stacked(self.make_rng("params")) if self.is_initializing() else None
     shape_key = (self.ops, self.channels, self.stride, self.affine, impl, self.partial_channels, self.num_edges, tuple(example.shape[1:]), str(example.dtype), tuple(weights.shape),
-                 str(weights.dtype), mode)
+                 str(weights.dtype), mode, self.pool_bn)
     if fresh is not None:
       _STACK_PARAM_SHAPES[shape_key] = _param_shapes(fresh.get("params", {}))
     expected = _STACK_PARAM_SHAPES.get(shape_key)
