@@ -18,8 +18,10 @@ import dataclasses
 import functools
 import hashlib
 import importlib.resources
+import math
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -145,6 +147,10 @@ def load_dataset(spec: str, data_dir: str | None = None) -> Dataset:
 def read_npz_arrays(path: str, *, label: str | None = None) -> dict[str, np.ndarray]:
   """Reads and validates the four arrays of a data set npz file, without pickle.
 
+  The zip directory and the ``.npy`` headers are read first (:func:`inspect_npz`): a file that is no
+  archive, a damaged one, one that needs pickle, one with wrong keys, dtypes, shapes or lengths, and one
+  whose headers declare more data than it holds (or than this machine can hold) are refused before any
+  array is allocated. Then the arrays are read and their values checked (:func:`validate_arrays`).
   Images are returned as stored (N,H,W or N,H,W,C) but converted to uint8 or float32; labels to int32.
   Extra keys (such as the embedded file's ``provenance``) are ignored.
 
@@ -156,44 +162,138 @@ def read_npz_arrays(path: str, *, label: str | None = None) -> dict[str, np.ndar
     NasjaxError: naming the file and the first problem found.
   """
   where = label or path
+  declared = inspect_npz(path, where=where)
+  from nasjax.utils.validation import check_fits  # pylint: disable=import-outside-toplevel
+  check_fits(sum(_nbytes(*declared[k]) for k in REQUIRED_KEYS), f"dataset file {where}",
+             "use a smaller file (or a subset of it)")
+  try:
+    # allow_pickle=False: a data file must never be able to run code when loaded (inspect_npz refused
+    # object arrays already; this stays as the second lock).
+    with np.load(path, allow_pickle=False) as npz:
+      raw = {k: npz[k] for k in REQUIRED_KEYS}
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as e:
+    raise NasjaxError(f"dataset file {where} is damaged: its arrays cannot be read ({type(e).__name__}: {e})."
+                      ) from None
+  return validate_arrays(raw, where=f"dataset file {where}")
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+
+
+def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+  return math.prod(shape) * dtype.itemsize
+
+
+def inspect_npz(path: str, *, where: str | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """``{key: (shape, dtype)}`` of the four arrays of a data set npz, read from the zip directory and the
+  ``.npy`` headers only, with everything about them that can be checked before reading any data.
+
+  Tells apart, in this order: a file that is not an npz archive at all (random bytes, text, a single
+  ``.npy``); a damaged or truncated archive; an array that needs pickle (refused: loading it could run
+  code); missing arrays, wrong dtypes, shapes or lengths; and an array whose header declares more data
+  than the file holds (read, it would be allocated first and fail after).
+
+  Raises:
+    NasjaxError: naming the file, the array and the problem.
+  """
+  where = where or path
   if not os.path.isfile(path):
     raise NasjaxError(f"dataset file {where} does not exist (or is not a file).")
+  how = "write the arrays with numpy.savez or numpy.savez_compressed"
   try:
-    # allow_pickle=False: a data file must never be able to run code when loaded.
-    loaded = np.load(path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-      raise NasjaxError(
-          f"dataset file {where} holds a single array, not an npz archive with the arrays "
-          f"{', '.join(REQUIRED_KEYS)}; write it with numpy.savez or numpy.savez_compressed."
-      )
-    with loaded as npz:
-      missing = [k for k in REQUIRED_KEYS if k not in npz.files]
+    with open(path, "rb") as f:
+      magic = f.read(6)
+  except OSError as e:
+    raise NasjaxError(f"dataset file {where} cannot be read: {e.strerror or e}.") from None
+  if magic.startswith(b"\x93NUMPY"):
+    raise NasjaxError(f"dataset file {where} holds a single array (.npy), not an npz archive with the arrays "
+                      f"{', '.join(REQUIRED_KEYS)}; {how}.")
+  if not magic.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
+    what = "it is empty" if not magic else "it does not start as a zip file does"
+    raise NasjaxError(f"dataset file {where} is not an npz archive ({what}); {how}.")
+  size = os.path.getsize(path)
+  declared = {}
+  try:
+    with zipfile.ZipFile(path) as archive:
+      members = {info.filename: info for info in archive.infolist()}
+      names = {name[:-4] if name.endswith(".npy") else name: name for name in members}
+      missing = [k for k in REQUIRED_KEYS if k not in names]
       if missing:
         raise NasjaxError(
-            f"dataset file {where} is missing {', '.join(missing)}; it has {', '.join(npz.files) or 'no arrays'}. "
-            f"Required arrays: {', '.join(REQUIRED_KEYS)} (other arrays are ignored)."
-        )
-      raw = {}
-      for k in REQUIRED_KEYS:
-        try:
-          raw[k] = npz[k]
-        except ValueError as e:
-          if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise NasjaxError(
-                f"dataset file {where}: array {k} is an object (pickled) array, which nasjax does not load "
-                "for safety; store images as uint8 or float arrays and labels as integer arrays."
-            ) from None
-          raise NasjaxError(f"dataset file {where}: array {k} cannot be read ({e}).") from None
+            f"dataset file {where} is missing {', '.join(missing)}; it has {', '.join(sorted(names)) or 'no arrays'}. "
+            f"Required arrays: {', '.join(REQUIRED_KEYS)} (other arrays are ignored).")
+      for key in REQUIRED_KEYS:
+        info = members[names[key]]
+        if info.header_offset + info.compress_size > size:
+          raise NasjaxError(f"dataset file {where}: array {key} declares {info.compress_size:,} bytes stored "
+                            f"beyond the end of the file ({size:,} bytes); the file is truncated or damaged.")
+        with archive.open(info) as member:
+          version = np.lib.format.read_magic(member)
+          # The header is a Python literal of a dict, which numpy parses with ast.literal_eval: no code runs.
+          read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                         (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+          if read_header is None:
+            raise NasjaxError(f"dataset file {where}: array {key} is in .npy format version {version}, which "
+                              f"nasjax does not read (1.0 and 2.0 are accepted); {how}.")
+          shape, _, dtype = read_header(member, max_header_size=10_000)
+          header_bytes = member.tell()
+        if dtype.hasobject:
+          raise NasjaxError(f"dataset file {where}: array {key} is an object array, which needs pickle to load; "
+                            "nasjax refuses pickle for safety (it can run code). Store images as uint8 or "
+                            "float arrays and labels as integer arrays.")
+        holds = info.file_size - header_bytes
+        if _nbytes(shape, dtype) > holds:
+          raise NasjaxError(f"dataset file {where}: array {key} declares shape {shape} of {dtype} "
+                            f"({_nbytes(shape, dtype):,} bytes) but the file holds {max(0, holds):,} bytes of it; "
+                            "the header is wrong or the file is damaged.")
+        declared[key] = (tuple(int(d) for d in shape), dtype)
   except NasjaxError:
     raise
-  except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-    if isinstance(e, ValueError) and "pickle" in str(e).lower():
-      raise NasjaxError(
-          f"dataset file {where} contains pickled data, which nasjax does not load for safety; "
-          "write the arrays with numpy.savez or numpy.savez_compressed."
-      ) from None
-    raise NasjaxError(f"dataset file {where} is not a readable npz archive ({type(e).__name__}: {e}).") from None
-  return validate_arrays(raw, where=f"dataset file {where}")
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, NotImplementedError) as e:
+    raise NasjaxError(f"dataset file {where} is a damaged or truncated npz archive ({type(e).__name__}: {e}); "
+                      f"{how}.") from None
+  check_layout(declared, where=f"dataset file {where}")
+  return declared
+
+
+def check_layout(declared: dict[str, tuple[tuple[int, ...], np.dtype]], *, where: str) -> None:
+  """Checks dtypes, ranks, channel counts and lengths from shapes and dtypes alone (before any data)."""
+  for split in ("train", "test"):
+    _check_image_layout(*declared[f"x_{split}"], f"x_{split}", where)
+    _check_label_layout(*declared[f"y_{split}"], f"y_{split}", where)
+    nx, ny = declared[f"x_{split}"][0][0], declared[f"y_{split}"][0][0]
+    if nx != ny:
+      raise NasjaxError(f"{where}: x_{split} has {nx} images but y_{split} has {ny} labels; they must match.")
+  tr, te = _hwc(declared["x_train"][0]), _hwc(declared["x_test"][0])
+  if tr != te:
+    raise NasjaxError(
+        f"{where}: train images are {tr} (H, W, C) but test images are {te}; they must have the same shape.")
+
+
+def _check_image_layout(shape: tuple[int, ...], dtype: np.dtype, key: str, where: str) -> None:
+  if dtype.kind not in "uif":
+    raise NasjaxError(f"{where}: {key} has dtype {dtype}; images must be uint8 (0..255) or float (0..1).")
+  if len(shape) not in (3, 4):
+    raise NasjaxError(
+        f"{where}: {key} has shape {shape} ({len(shape)}-D); images must be 3-D (N, H, W) or 4-D (N, H, W, C).")
+  if len(shape) == 4 and not 1 <= shape[3] <= 4:
+    raise NasjaxError(
+        f"{where}: {key} has shape {shape} with {shape[3]} channels; the last axis must hold 1 to 4 "
+        "channels (NHWC layout).")
+  if shape[0] == 0:
+    raise NasjaxError(f"{where}: {key} is empty (shape {shape}); each split needs at least one image.")
+  if min(shape[1:3]) == 0:
+    raise NasjaxError(f"{where}: {key} has shape {shape}; image height and width must be positive.")
+
+
+def _check_label_layout(shape: tuple[int, ...], dtype: np.dtype, key: str, where: str) -> None:
+  if len(shape) != 1:
+    raise NasjaxError(f"{where}: {key} has shape {shape}; labels must be 1-D (N,) class indices.")
+  if shape[0] == 0:
+    raise NasjaxError(f"{where}: {key} is empty; each split needs at least one label.")
+  if dtype.kind not in "uif":
+    raise NasjaxError(f"{where}: {key} has dtype {dtype}; labels must be integer class indices 0..num_classes-1.")
 
 
 def validate_arrays(raw: dict[str, np.ndarray], *, where: str) -> dict[str, np.ndarray]:
@@ -203,6 +303,7 @@ def validate_arrays(raw: dict[str, np.ndarray], *, where: str) -> dict[str, np.n
     raw: the four arrays.
     where: the start of every error message, e.g. "dataset file data.npz".
   """
+  check_layout({k: (np.shape(v), np.asarray(v).dtype) for k, v in raw.items()}, where=where)
   out = {}
   for split in ("train", "test"):
     out[f"x_{split}"] = _check_images(raw[f"x_{split}"], f"x_{split}", where)
@@ -228,24 +329,8 @@ def _hwc(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def _check_images(x: np.ndarray, key: str, where: str) -> np.ndarray:
+  """The values of images whose layout :func:`check_layout` accepted."""
   x = np.asarray(x)
-  if x.dtype.kind not in "uif":
-    raise NasjaxError(
-        f"{where}: {key} has dtype {x.dtype}; images must be uint8 (0..255) or float (0..1)."
-    )
-  if x.ndim not in (3, 4):
-    raise NasjaxError(
-        f"{where}: {key} has shape {x.shape} ({x.ndim}-D); images must be 3-D (N, H, W) or 4-D (N, H, W, C)."
-    )
-  if x.ndim == 4 and not 1 <= x.shape[3] <= 4:
-    raise NasjaxError(
-        f"{where}: {key} has shape {x.shape} with {x.shape[3]} channels; the last axis must hold 1 to 4 "
-        "channels (NHWC layout)."
-    )
-  if x.shape[0] == 0:
-    raise NasjaxError(f"{where}: {key} is empty (shape {x.shape}); each split needs at least one image.")
-  if min(x.shape[1:3]) == 0:
-    raise NasjaxError(f"{where}: {key} has shape {x.shape}; image height and width must be positive.")
   if x.dtype == np.uint8:
     return x
   lo, hi = (x.min(), x.max())
@@ -266,21 +351,14 @@ def _check_images(x: np.ndarray, key: str, where: str) -> np.ndarray:
 
 
 def _check_labels(y: np.ndarray, key: str, where: str) -> np.ndarray:
+  """The values of labels whose layout :func:`check_layout` accepted."""
   y = np.asarray(y)
-  if y.ndim != 1:
-    raise NasjaxError(f"{where}: {key} has shape {y.shape}; labels must be 1-D (N,) class indices.")
-  if y.shape[0] == 0:
-    raise NasjaxError(f"{where}: {key} is empty; each split needs at least one label.")
   if y.dtype.kind == "f":
     if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
       raise NasjaxError(
           f"{where}: {key} is {y.dtype} with non-integer values; labels must be integer class indices "
           "0..num_classes-1."
       )
-  elif y.dtype.kind not in "ui":
-    raise NasjaxError(
-        f"{where}: {key} has dtype {y.dtype}; labels must be integer class indices 0..num_classes-1."
-    )
   lo, hi = y.min(), y.max()
   if lo < 0:
     raise NasjaxError(f"{where}: {key} has negative labels (min {lo}); labels must be 0..num_classes-1.")
@@ -299,6 +377,9 @@ def dataset_from_arrays(name: str, arrays: dict[str, np.ndarray], *, where: str,
     num_classes = max_label + 1
   elif max_label >= num_classes:
     raise NasjaxError(f"{where}: label {max_label} is out of range for {num_classes} classes.")
+  if num_classes < 2:
+    raise NasjaxError(f"{where}: every label is {max_label}; a classifier needs at least 2 classes "
+                      "(labels 0..num_classes-1).")
   mean, std = channel_stats(x_train)
   return Dataset(name, x_train, y_train, x_test, y_test, int(num_classes), mean, std)
 
