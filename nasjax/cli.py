@@ -34,7 +34,10 @@ def _versions() -> dict:
           "processes": jax.process_count()}
 
 
-def _prepare_out(out: str, force: bool = False, resumable: bool = False) -> str:
+def _check_out(out: str, force: bool = False, resumable: bool = False) -> str:
+  """Checks ``--out`` before any work (writable, no finished result, empty unless resumable); writes nothing."""
+  from nasjax.utils.validation import check_out_dir
+  check_out_dir(out)
   path = os.path.join(out, "result.json")
   if os.path.exists(path) and not force:
     raise NasjaxError(f"{path} already exists (a finished run); choose another --out directory or pass "
@@ -43,7 +46,15 @@ def _prepare_out(out: str, force: bool = False, resumable: bool = False) -> str:
     raise NasjaxError(f"--out {out} exists and is not a directory")
   if not resumable and os.path.isdir(out) and os.listdir(out) and not force:
     raise NasjaxError(f"--out {out} is not empty; choose another directory or pass --force")
-  os.makedirs(out, exist_ok=True)
+  return path
+
+
+def _prepare_out(out: str, force: bool = False, resumable: bool = False) -> str:
+  path = _check_out(out, force, resumable)
+  try:
+    os.makedirs(out, exist_ok=True)
+  except OSError as e:  # checked already; another process may have changed the folder since
+    raise NasjaxError(f"--out {out} cannot be created: {e.strerror or e}") from None
   return path
 
 
@@ -65,15 +76,14 @@ def resolve_genotype(spec: str):
   if spec.endswith(".json"):
     if not os.path.exists(spec):
       raise NasjaxError(f"genotype file {spec} does not exist")
-    try:
-      with open(spec) as f:
-        data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-      raise NasjaxError(f"genotype file {spec} is not valid JSON: {e}") from None
+    data = _read_json_file(spec, "genotype file")
     if isinstance(data, dict) and isinstance(data.get("genotype"), str):
       text = data["genotype"]
     elif isinstance(data, dict) and "normal" in data:
-      genotype = spaces.Genotype.from_json(data)
+      try:
+        genotype = spaces.Genotype.from_json(data)
+      except NasjaxError as e:
+        raise NasjaxError(f"genotype file {spec}: {e}") from None
       text = genotype.to_string()
     else:
       raise NasjaxError(f"{spec} holds neither a genotype (keys normal, normal_concat, reduce, "
@@ -95,6 +105,25 @@ def resolve_genotype(spec: str):
   raise NasjaxError("the genotype is not valid in any cell space:\n  " + "\n  ".join(errors))
 
 
+def _read_json_file(path: str, what: str):
+  """The JSON value in ``path``; any problem (unreadable, not UTF-8, not JSON, nested too deeply) is one
+  :class:`NasjaxError` naming ``what`` and the path."""
+  if os.path.isdir(path):
+    raise NasjaxError(f"{what} {path} is a directory, not a JSON file")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except OSError as e:
+    raise NasjaxError(f"{what} {path} cannot be read: {e.strerror or e}") from None
+  except UnicodeDecodeError as e:
+    raise NasjaxError(f"{what} {path} is not valid JSON (not UTF-8 text: {e.reason} at byte {e.start})") from None
+  except json.JSONDecodeError as e:
+    raise NasjaxError(f"{what} {path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}; "
+                      "truncated?)") from None
+  except RecursionError:
+    raise NasjaxError(f"{what} {path} is nested too deeply to be a nasjax file") from None
+
+
 def _parse_shape(text: str) -> tuple[int, ...]:
   try:
     shape = tuple(int(v) for v in text.replace("x", ",").split(","))
@@ -110,9 +139,15 @@ def cmd_info(args) -> dict:
   from nasjax.nn.count import count_macs, count_params
   from nasjax.nn.network import AUX_NAME, Network, abstract_variables
   from nasjax.nn.ops import XLA_IMPL
-  space, arch, genotype = resolve_genotype(args.genotype)
+  from nasjax.utils import validation
+  validation.positive_int(args.channels, "--channels")
+  validation.positive_int(args.layers, "--layers")
+  validation.num_classes(args.classes, "--classes")
   shape = _parse_shape(args.input_shape)
   _check_stem(args.stem)
+  _check_network_fits(args.channels, args.layers, shape, 1, args.classes, args.stem, train=False,
+                      what=f"nasjax info of {args.layers} cells of {args.channels} channels on {args.input_shape}")
+  space, arch, genotype = resolve_genotype(args.genotype)
   net = Network(genotype, args.channels, args.layers, args.classes, auxiliary=args.auxiliary,
                 stem=args.stem, impl=XLA_IMPL, scan_cells=False)
   x = jnp.zeros((1,) + shape)
@@ -130,6 +165,19 @@ def cmd_info(args) -> dict:
           "note": "params and macs leave the auxiliary head out (it only trains), as the papers count; macs "
                   "are multiply-adds of convolutions and dense layers for one image (papers' 'FLOPs' "
                   "usually mean these); flops = 2 * macs"}
+
+
+def _check_network_fits(channels, layers, input_shape, batch, classes, stem="cifar", *, train=True, edges=8,
+                        steps=4, what="the network") -> None:
+  """Refuses a network whose lower memory estimate exceeds the memory available (instead of hanging in
+  tracing or failing in XLA with RESOURCE_EXHAUSTED after minutes)."""
+  from nasjax.utils import validation
+  h, w, c = input_shape
+  if stem == "imagenet":  # three stride-2 convolutions before the first cell
+    h, w = max(1, h // 8), max(1, w // 8)
+  need = validation.cell_network_bytes(channels, layers, (h, w, c), batch, classes, train=train, edges=edges,
+                                       steps=steps)
+  validation.check_fits(need, what, "use fewer or smaller cells, a smaller batch (--batch-size) or smaller images")
 
 
 def _check_stem(stem: str) -> None:
@@ -157,10 +205,15 @@ def cmd_train(args) -> dict:
   cfg = _train_config(args)
   if args.show_config:
     return _show_config(cfg)
+  from nasjax.utils.validation import check_settings
+  check_settings(cfg)
   space, arch, genotype = resolve_genotype(args.genotype)
   _check_stem(cfg.stem)
-  result_path = _prepare_out(args.out, args.force, resumable=True)
+  _check_out(args.out, args.force, resumable=True)
   dataset = data.load_dataset(args.data, args.data_dir)
+  _check_network_fits(cfg.channels, cfg.layers, dataset.input_shape, cfg.batch_size, dataset.num_classes, cfg.stem,
+                      what=f"nasjax train of {cfg.layers} cells of {cfg.channels} channels, batch {cfg.batch_size}")
+  result_path = _prepare_out(args.out, args.force, resumable=True)
   # train_genotype adds the data's content fingerprint: the same file by another path still resumes.
   identity = {"genotype": genotype.to_string(), "config": train.config_to_dict(cfg)}
   fit = train.train_genotype(genotype, dataset, cfg, workdir=args.out, show_progress=not args.quiet,
@@ -177,27 +230,39 @@ def cmd_eval(args) -> dict:
   from nasjax import data, train
   from nasjax.nn.network import Network
   from nasjax.utils import checkpoint as ckpt
-  result_path = _prepare_out(args.out, args.force)
-  source = os.path.join(args.checkpoint, "result.json")
-  if not os.path.exists(source):
-    raise NasjaxError(f"{args.checkpoint} is not a finished `nasjax train` directory (no result.json)")
-  with open(source) as f:
-    trained = json.load(f)
+  _check_out(args.out, args.force)
+  trained = _read_train_result(args.checkpoint)
   space, arch, genotype = resolve_genotype(trained["genotype"])
   cfg = train.darts_eval_config()
-  cfg.update(trained["config"])
+  try:
+    cfg.update(trained["config"])
+  except (TypeError, ValueError, AttributeError, KeyError) as e:
+    raise NasjaxError(f"{args.checkpoint}/result.json has a config that is not this version's train settings "
+                      f"({e})") from None
+  from nasjax.utils.validation import check_settings
+  check_settings(cfg)
+  _check_stem(cfg.stem)
+  checkpoints = os.path.join(os.path.abspath(args.checkpoint), "checkpoints")
+  if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
+    raise NasjaxError(f"no checkpoint in {args.checkpoint}/checkpoints (was the training's folder moved or cleaned?)")
   dataset = data.load_dataset(args.data or trained["data"], args.data_dir)
+  _check_network_fits(cfg.channels, cfg.layers, dataset.input_shape, cfg.eval_batch_size, dataset.num_classes,
+                      cfg.stem, train=False, what=f"nasjax eval of {cfg.layers} cells of {cfg.channels} channels")
+  result_path = _prepare_out(args.out, args.force)
   network = Network(genotype, cfg.channels, cfg.layers, dataset.num_classes, auxiliary=cfg.auxiliary,
                     stem=cfg.stem)
   sample = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
   batcher = data.Batcher(dataset.x_train, dataset.y_train, cfg.batch_size, seed=cfg.seed)
   tx = train.make_optimizer(cfg, batcher.steps_per_epoch)
   template = train.init_state(lambda k: network.init({"params": k, "dropout": k}, sample), tx, cfg.seed)
-  manager = ckpt.Manager(os.path.join(os.path.abspath(args.checkpoint), "checkpoints"))
+  manager = ckpt.Manager(checkpoints)
   # Evaluating on other data (--data) is allowed, so the training data is not compared: neither its
   # fingerprint nor the path that checkpoints written before the fingerprint recorded.
   identity = {"genotype": genotype.to_string(), "config": trained["config"]}
-  restored = manager.restore_latest(template, identity, ignore=("dataset", "data"))
+  try:
+    restored = manager.restore_latest(template, identity, ignore=("dataset", "data"))
+  finally:  # a refused restore too: no Orbax thread may be left to print at shutdown
+    manager.close()
   if restored is None:
     raise NasjaxError(f"no checkpoint in {args.checkpoint}/checkpoints")
   state, meta = restored
@@ -209,6 +274,26 @@ def cmd_eval(args) -> dict:
           "arch": [int(v) for v in arch], "data": args.data or trained["data"], "seed": cfg.seed,
           "checkpoint_epoch": meta["epoch"], "metrics": {"test_" + k: v for k, v in metrics.items()},
           "_result_path": result_path}
+
+
+def _read_train_result(directory: str) -> dict:
+  """The ``result.json`` of a finished ``nasjax train`` in ``directory``, with the fields eval reads checked."""
+  if not os.path.isdir(directory):
+    raise NasjaxError(f"--checkpoint {directory} does not exist or is not a directory; give the --out folder of a "
+                      "finished `nasjax train`")
+  source = os.path.join(directory, "result.json")
+  if not os.path.exists(source):
+    raise NasjaxError(f"{directory} is not a finished `nasjax train` directory (no result.json)")
+  trained = _read_json_file(source, "result file")
+  if not isinstance(trained, dict) or trained.get("command") != "train":
+    by = trained.get("command") if isinstance(trained, dict) else None
+    raise NasjaxError(f"{source} was written by " + (f"`nasjax {by}`" if isinstance(by, str) else "something else")
+                      + ", not by `nasjax train`; eval reads the folder of a finished `nasjax train`")
+  for key, kind, what in (("genotype", str, "a genotype string"), ("config", dict, "the settings (an object)"),
+                          ("data", str, "the data spec")):
+    if not isinstance(trained.get(key), kind):
+      raise NasjaxError(f"{source} has no {key} field holding {what}; was it edited? (rerun `nasjax train`)")
+  return trained
 
 
 ONESHOT_METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos")
@@ -316,6 +401,9 @@ def cmd_search_discrete(args) -> dict:
   _overrides(cfg, args, f"nasjax search with estimator {spec.kind} on {space.name}")
   if args.show_config:
     return _show_config(cfg)
+  from nasjax.utils.validation import check_settings
+  check_settings(cfg)
+  _check_out(args.out, args.force, resumable=True)
   resources = None
   if strategy.num_fidelities > 1:
     # The strategy's fidelity levels are the estimator's (epochs of training, the table's schedules).
@@ -324,6 +412,8 @@ def cmd_search_discrete(args) -> dict:
     options["resources"] = list(resources)
     strategy = strategies.get_strategy(name, space, **options)
   dataset = data.load_dataset(args.data, args.data_dir) if registry.needs_data(spec) else None
+  if dataset is not None:
+    _check_search_fits(cfg, space, dataset)
 
   def build():
     return registry.build_estimator(
@@ -355,6 +445,24 @@ def cmd_search_discrete(args) -> dict:
           "_result_path": result_path}
 
 
+def _check_search_fits(cfg, space, dataset, supernet: bool = False) -> None:
+  """The memory check of :func:`_check_network_fits` for the network a search trains, where its settings
+  say how large it is (channels, cells, batch); a supernet keeps every candidate op's output of an edge."""
+  if not all(k in cfg for k in ("channels", "batch_size")) or not ("layers" in cfg or "cells_per_stage" in cfg):
+    return
+  if space.name == "nb201":
+    layers, steps, edges = 3 * cfg.cells_per_stage + 2 if "cells_per_stage" in cfg else cfg.layers, 1, 6
+  elif space.name in ("darts", "nasnet", "enas_micro"):
+    layers, steps, edges = cfg.layers, 4, 14 if supernet else 8
+  else:  # a chain of layers: one tensor each
+    layers, steps, edges = cfg.layers, 0, 1
+  if supernet:
+    edges *= len(getattr(space, "supernet_ops", ())) or 1
+  _check_network_fits(cfg.channels, layers, dataset.input_shape, cfg.batch_size, dataset.num_classes,
+                      edges=edges, steps=steps, what=f"the {space.name} search's network of {layers} cells of "
+                      f"{cfg.channels} channels, batch {cfg.batch_size}")
+
+
 def _oneshot_config(args):
   from nasjax import oneshot
   make = oneshot.demo_search_config if args.config == "demo" else oneshot.search_config
@@ -373,10 +481,14 @@ def cmd_search_oneshot(args) -> dict:
   cfg = _oneshot_config(args)
   if args.show_config:
     return _show_config(cfg)
+  from nasjax.utils.validation import check_settings
+  check_settings(cfg)
   oneshot.search.check_config(cfg)  # before anything is written
   oneshot.search.check_space(cfg, space)
-  result_path = _prepare_out(args.out, args.force, resumable=True)
+  _check_out(args.out, args.force, resumable=True)
   dataset = data.load_dataset(args.data, args.data_dir)
+  _check_search_fits(cfg, space, dataset, supernet=True)
+  result_path = _prepare_out(args.out, args.force, resumable=True)
   result = oneshot.run_search(cfg, space, dataset, workdir=args.out, show_progress=not args.quiet)
   genotype = None if nb201 else spaces.Genotype.from_string(result["genotype"])
   from nasjax.oneshot import plots as oneshot_plots
@@ -535,8 +647,10 @@ def main(argv=None) -> int:
   command = args.command
   try:
     if command == "info":
+      if args.out is not None:
+        _check_out(args.out, args.force)  # before the network is built and counted
       result = cmd_info(args)
-      if args.out:
+      if args.out is not None:
         _write_result(_prepare_out(args.out, args.force), result)
       print(json.dumps({k: v for k, v in result.items()}, indent=2))
       return 0
