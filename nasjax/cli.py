@@ -1,4 +1,4 @@
-"""The ``nasjax`` command: search, train, eval, info. Kept thin; the work is in the library.
+"""The ``nasjax`` command: search, train, eval, info, export. Kept thin; the work is in the library.
 
 ``nasjax search`` with no arguments runs the embedded demo: random search over DARTS cells, each candidate
 trained briefly on the bundled Fashion-MNIST subset. A discrete search is ``--space`` x ``--strategy``
@@ -178,6 +178,12 @@ def _check_network_fits(channels, layers, input_shape, batch, classes, stem="cif
   need = validation.cell_network_bytes(channels, layers, (h, w, c), batch, classes, train=train, edges=edges,
                                        steps=steps)
   validation.check_fits(need, what, "use fewer or smaller cells, a smaller batch (--batch-size) or smaller images")
+
+
+def cmd_export(args) -> dict:
+  from nasjax import export
+  shape = _parse_shape(args.input_shape) if args.input_shape else None
+  return export.export(args.checkpoint, args.format, args.out, force=args.force, input_shape=shape)
 
 
 def _check_stem(stem: str) -> None:
@@ -605,6 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
   i.add_argument("--classes", type=int, default=10)
   i.add_argument("--stem", default="cifar", help="cifar (3x3 conv) or imagenet (three stride-2 convs, DARTS' "
                  "ImageNet network: --channels 48 --layers 14 --input-shape 224,224,3 --classes 1000)")
+
+  x = sub.add_parser("export", help="write a trained network (a `nasjax train` --out directory) as StableHLO or "
+                     "ONNX", allow_abbrev=False)
+  x.add_argument("--checkpoint", required=True, help="the --out directory of a finished `nasjax train`")
+  x.add_argument("--format", required=True, help="stablehlo (jax.export, parameters inside) or onnx (jax2onnx)")
+  x.add_argument("--out", required=True, help="the file to write")
+  x.add_argument("--force", action="store_true", help="replace an existing --out file")
+  x.add_argument("--input-shape", default=None, help="H,W,C of the input (default: the training images')")
   return ap
 
 
@@ -615,7 +629,7 @@ def parse_args(argv) -> argparse.Namespace:
   if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
     argv = ["search"] + argv
   args, extras = build_parser().parse_known_args(argv)
-  if args.command in ("eval", "info") and extras:
+  if args.command in ("eval", "info", "export") and extras:
     raise NasjaxError(f"unrecognized arguments for nasjax {args.command}: {' '.join(extras)} "
                       f"(see nasjax {args.command} --help)")
   args.overrides = extras
@@ -646,6 +660,9 @@ def main(argv=None) -> int:
   _enable_compilation_cache()
   command = args.command
   try:
+    if command == "export":
+      print(json.dumps(cmd_export(args), indent=2))
+      return 0
     if command == "info":
       if args.out is not None:
         _check_out(args.out, args.force)  # before the network is built and counted
