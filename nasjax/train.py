@@ -31,7 +31,7 @@ def darts_eval_config() -> ml_collections.ConfigDict:
       epochs=600, batch_size=96, learning_rate=0.025, min_learning_rate=0.0, momentum=0.9,
       weight_decay=3e-4, grad_clip=5.0, cutout=16, crop_padding=4, flip=True, drop_path=0.2,
       auxiliary=True, auxiliary_weight=0.4, channels=36, layers=20, seed=0, eval_batch_size=500,
-      checkpoint_every=1, keep_checkpoints=2, train_subset=0, stem="cifar"))
+      checkpoint_every=1, checkpoint_every_steps=0, keep_checkpoints=2, train_subset=0, stem="cifar"))
 
 
 def demo_config() -> ml_collections.ConfigDict:
@@ -44,11 +44,13 @@ def demo_config() -> ml_collections.ConfigDict:
 
 def train_genotype(genotype, dataset: nasdata.Dataset, cfg, workdir: str | None = None,
                    show_progress: bool = True, identity: dict | None = None,
-                   stop_after_epochs: int | None = None) -> FitResult:
+                   stop_after_epochs: int | None = None, stop_after_steps: int | None = None) -> FitResult:
   """Retrains ``genotype`` on ``dataset`` (test split as the evaluation set) under ``cfg``.
 
   Checkpoints record ``identity`` and the data's content fingerprint; a resume must match both.
-  ``stop_after_epochs`` ends this call early, as a killed process would.
+  ``checkpoint_every_steps`` (0: only at epoch ends) also checkpoints inside an epoch, and a rerun resumes
+  from there exactly. ``stop_after_epochs`` / ``stop_after_steps`` end this call early, as a killed process
+  would.
   """
   network = Network(genotype, cfg.channels, cfg.layers, dataset.num_classes, auxiliary=cfg.auxiliary,
                     stem=cfg.get("stem", "cifar"))
@@ -63,4 +65,4 @@ def train_genotype(genotype, dataset: nasdata.Dataset, cfg, workdir: str | None 
   return fit(network_model_fn(network), model_init, cfg, x_train, y_train,
              dataset.x_test, dataset.y_test, mean=dataset.mean, std=dataset.std, workdir=workdir,
              identity=dict(identity or {}, dataset=dataset.fingerprint), show_progress=show_progress,
-             stop_after_epochs=stop_after_epochs)
+             stop_after_epochs=stop_after_epochs, stop_after_steps=stop_after_steps)

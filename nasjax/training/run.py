@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Any
 
 from nasjax.parallel.distributed import is_main_process, to_host
@@ -54,15 +55,26 @@ class Run:
   def resume(self, template: Any) -> tuple[Any, Position, list]:
     """``(state, position, history)`` of the newest checkpoint, or ``(template, start, [])`` without one.
 
-    Raises :class:`~nasjax.errors.NasjaxError` for a checkpoint of another identity or a damaged one.
-    Opens the metrics log, dropping the records of epochs after the position.
+    Raises :class:`~nasjax.errors.NasjaxError` for a checkpoint of another identity or a damaged one, after
+    closing the checkpoint manager (no Orbax thread is left to print at shutdown). Opens the metrics log,
+    dropping the records of epochs after the position. A resume says so in one line on stderr: what it
+    found and where it goes on from.
     """
-    restored = self.manager.restore_latest(template, self.identity)
+    try:
+      restored = self.manager.restore_latest(template, self.identity)
+    except BaseException:
+      self.close()
+      raise
     state, position, history = template, Position(), []
     if restored is not None:
       state, meta = restored
       position = Position(meta["epoch"], meta.get("step_in_epoch", 0), meta.get("sums"))
       history = meta["history"]
+      if is_main_process():
+        inside = f", {position.step} steps into epoch {position.epoch + 1}" if position.step else ""
+        print(f"resuming: found the checkpoint of {position.epoch} finished epochs{inside} in "
+              f"{self.manager.directory}; going on from epoch {position.epoch + 1}, step {position.step + 1}",
+              file=sys.stderr, flush=True)
     self.logger = MetricsLogger(self.workdir, truncate_after_epoch=position.epoch) if is_main_process() else None
     return state, position, history
 
