@@ -30,9 +30,9 @@ that form. Proxies that sum "per weight" scores use the weights of convolutions 
   2021). The ReLUs are found in the traced program (every ``jax.nn.relu``, also inside ``lax.switch``
   branches, where only the chosen branch counts, jitted calls and scans), so no model needs hooks.
 
-:func:`proxy_estimator` builds the ``(arch, key) -> {"score"}`` estimator of the NAS-Bench-201 space: it
-initialises ``NB201Network`` with the key and scores it, in one program that jits and vmaps over a
-population of architectures.
+:func:`proxy_estimator` builds the ``(arch, key) -> {"score"}`` estimator of the NAS-Bench-201 space (and
+of the ENAS macro space, with ``EnasMacroNetwork``): it initialises the network with the key and scores
+it, in one program that jits and vmaps over a population of architectures.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ from jax.extend import core as jex_core
 
 from nasjax.errors import NasjaxError
 from nasjax.estimators.base import as_estimator
+from nasjax.nn.enas_macro_network import EnasMacroNetwork
 from nasjax.nn.nb201_network import NB201Network
+from nasjax.spaces.enas_macro import EnasMacroSpace
 from nasjax.spaces.nb201 import NB201_EDGES, NB201Space
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -333,9 +335,10 @@ PROXIES: dict[str, Callable] = {
 
 # ---------------------------------------------------------------------------------------------- estimator
 def proxy_estimator(space, name: str | Sequence[str], batch, *, channels: int = 16, cells_per_stage: int = 5,
-                    num_classes: int = 10, network: NB201Network | None = None) -> Callable:
-  """``(arch, key) -> {"score": ...}`` for the NAS-Bench-201 space: a fresh ``NB201Network`` initialised
-  with ``key`` and scored by the proxy ``name`` on ``batch = (x, y)``.
+                    num_classes: int = 10, network: Any = None) -> Callable:
+  """``(arch, key) -> {"score": ...}`` for the NAS-Bench-201 space (or the ENAS macro space): a fresh
+  ``NB201Network`` (``EnasMacroNetwork``) initialised with ``key`` and scored by the proxy ``name`` on
+  ``batch = (x, y)``.
 
   The returned function is jitted; ``jax.vmap`` over ``(archs[P, 6], keys[P])`` scores a population in
   one compiled program. BN runs in training mode (batch statistics), except for ``synflow``, which runs
@@ -345,14 +348,27 @@ def proxy_estimator(space, name: str | Sequence[str], batch, *, channels: int = 
   batched, so with them a population's scores depend on how it was batched.
 
   Args:
-    space: an ``NB201Space``.
+    space: an ``NB201Space`` or an ``EnasMacroSpace``.
     name: a proxy of :data:`PROXIES`, or a sequence of them.
     batch: ``(images f32[B, H, W, 3], labels int[B])``, already normalised.
-    channels, cells_per_stage, num_classes: size of the network (the benchmark: 16, 5, 10).
-    network: an ``NB201Network`` to use instead (must have ``genotype=None``).
+    channels, cells_per_stage, num_classes: size of the network (the benchmark: 16, 5, 10;
+      ``cells_per_stage`` is NB201's only).
+    network: an ``NB201Network`` (``genotype=None``) or ``EnasMacroNetwork`` of the space to use instead.
   """
-  if not isinstance(space, NB201Space):
-    raise NasjaxError(f"proxy_estimator scores NAS-Bench-201 cells; got space "
+  if isinstance(space, EnasMacroSpace):
+    arch_shape = (space.num_decisions,)
+    if network is None:
+      network = EnasMacroNetwork.for_space(space, channels=channels, num_classes=num_classes)
+    elif not isinstance(network, EnasMacroNetwork) or network.num_layers != space.num_layers:
+      raise NasjaxError(f"proxy_estimator on enas_macro needs an EnasMacroNetwork of {space.num_layers} layers")
+  elif isinstance(space, NB201Space):
+    arch_shape = (len(NB201_EDGES),)
+    if network is None:
+      network = NB201Network(channels, cells_per_stage, num_classes)
+    elif not isinstance(network, NB201Network) or network.genotype is not None:
+      raise NasjaxError("proxy_estimator needs the switch NB201Network (genotype=None)")
+  else:
+    raise NasjaxError(f"proxy_estimator scores NAS-Bench-201 cells and ENAS macro networks; got space "
                       f"{getattr(space, 'name', type(space).__name__)!r} (use the proxies with as_apply_fn "
                       "for other models)")
   names = (name,) if isinstance(name, str) else tuple(name)
@@ -362,15 +378,11 @@ def proxy_estimator(space, name: str | Sequence[str], batch, *, channels: int = 
   x, y = _split_batch(batch, need_labels=True)
   if x.ndim != 4:
     raise NasjaxError(f"proxy_estimator needs NHWC images; got inputs of shape {x.shape}")
-  if network is None:
-    network = NB201Network(channels, cells_per_stage, num_classes)
-  elif network.genotype is not None:
-    raise NasjaxError("proxy_estimator needs the switch NB201Network (genotype=None)")
 
   def estimate(arch, key):
     arch = jnp.asarray(arch, jnp.int32)
-    if arch.shape != (len(NB201_EDGES),):
-      raise NasjaxError(f"an NB201 architecture has shape ({len(NB201_EDGES)},); got {arch.shape}")
+    if arch.shape != arch_shape:
+      raise NasjaxError(f"a {space.name} architecture has shape {arch_shape}; got {arch.shape}")
     # One example suffices to create the variables; the proxies run on the whole batch.
     variables = network.init(key, x[:1], arch, train=False)
     scores = {}

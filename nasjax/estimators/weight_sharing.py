@@ -28,6 +28,7 @@ from jax import lax
 from nasjax.errors import NasjaxError
 from nasjax.estimators.base import as_estimator
 from nasjax.nn.ops import BN_MOMENTUM
+from nasjax.spaces.enas_macro import EnasMacroSpace
 from nasjax.spaces.nb201 import NB201Space
 
 
@@ -111,7 +112,8 @@ def weight_sharing_estimator(space, supernet, variables: Any, train_batches, val
 
   Args:
     space: a cell space with ``edge_ops`` (DARTS, NASNet, ENAS micro), whose architectures map to the
-      supernet's int32[2, E] op indices, or ``NB201Space`` with an ``NB201Network`` as the supernet.
+      supernet's int32[2, E] op indices, ``NB201Space`` with an ``NB201Network`` as the supernet, or
+      ``EnasMacroSpace`` with an ``EnasMacroNetwork``.
     supernet: the Flax module; ``variables`` its trained ``{"params", "batch_stats"}``.
     train_batches: batches for the BN recalibration (labels optional): a list of ``(x, y)`` or stacked
       ``(x[K, B, H, W, C], y[K, B])``.
@@ -119,13 +121,14 @@ def weight_sharing_estimator(space, supernet, variables: Any, train_batches, val
 
   The result is jitted and deterministic (the key is unused); ``jax.vmap`` over architectures works.
   """
-  if isinstance(space, NB201Space):
+  if isinstance(space, (NB201Space, EnasMacroSpace)):
+    # Their networks take the space's own encoding.
     to_arch = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
   elif hasattr(space, "edge_ops"):
     to_arch = space.edge_ops
   else:
-    raise NasjaxError(f"weight_sharing_estimator needs a cell space with edge_ops (darts, nasnet, enas_micro) "
-                      f"or the nb201 space; got {getattr(space, 'name', type(space).__name__)!r}")
+    raise NasjaxError(f"weight_sharing_estimator needs a cell space with edge_ops (darts, nasnet, enas_micro), "
+                      f"the nb201 or the enas_macro space; got {getattr(space, 'name', type(space).__name__)!r}")
   if "params" not in variables or "batch_stats" not in variables:
     raise NasjaxError(f"variables must hold 'params' and 'batch_stats'; got {sorted(variables)}")
   train_images, _ = stack_batches(train_batches, need_labels=False, what="train_batches")
