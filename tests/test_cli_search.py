@@ -52,7 +52,7 @@ BAD = [
     (["--space", "darts", "--estimator", "proxy:synflow"], "accepts the spaces nb201"),
     (["--space", "nb201", "--estimator", "morphism"], "accepts the spaces macro, nas_rl"),
     (["--space", "macro", "--estimator", "weight_sharing"], "accepts the spaces darts, nasnet, enas_micro, nb201"),
-    (["--space", "enas_macro"], "no estimator evaluates enas_macro"),
+    (["--space", "enas_macro", "--estimator", "morphism"], "accepts the spaces macro, nas_rl; for enas_macro use"),
     (["--space", "darts", "--strategy", "grid"], "grid"),
     (["--strategy", "hyperband", "--estimator", "weight_sharing"], "multi-fidelity"),
     (["--space", "nb201", "--strategy", "successive_halving", "--estimator", "proxy:synflow"], "multi-fidelity"),

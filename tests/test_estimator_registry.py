@@ -72,7 +72,7 @@ WORKS = {
     "darts": ("train", "early_stopping", "weight_sharing"),
     "nasnet": ("train", "early_stopping", "weight_sharing"),
     "enas_micro": ("train", "early_stopping", "weight_sharing"),
-    "enas_macro": (),
+    "enas_macro": ("train", "weight_sharing", "proxy"),
     "nb201": ("train", "early_stopping", "weight_sharing", "proxy", "tabular"),
     "macro": ("train", "early_stopping", "morphism"),
     "nas_rl": ("train", "early_stopping", "morphism"),

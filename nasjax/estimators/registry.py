@@ -6,14 +6,16 @@ A spec names an estimator the way the command line does:
 spec                what it does                                           spaces
 ==================  =====================================================  ==========================
 ``train``           trains each candidate briefly from scratch              darts, nasnet, enas_micro,
-                    (validation accuracy); fidelity levels = epochs         nb201, macro, nas_rl
-``early_stopping``  trains with learning-curve early termination            same as ``train``
-                    (Domhan et al. 2015)
+                    (validation accuracy); fidelity levels = epochs         nb201, enas_macro, macro,
+                                                                            nas_rl
+``early_stopping``  trains with learning-curve early termination            darts, nasnet, enas_micro,
+                    (Domhan et al. 2015)                                    nb201, macro, nas_rl
 ``morphism``        warm-starts children from trained parents by network     macro, nas_rl
                     morphisms (NASH / Net2Net)
-``weight_sharing``  trains the space's supernet with SPOS first, then        darts, nasnet, enas_micro,
-                    scores each candidate under the shared weights          nb201
-``proxy:NAME,...``  a zero-cost proxy of the initialised network             nb201
+``weight_sharing``  trains the space's supernet with SPOS first (enas_macro:  darts, nasnet, enas_micro,
+                    uniformly sampled paths on the training engine), then   nb201, enas_macro
+                    scores each candidate under the shared weights
+``proxy:NAME,...``  a zero-cost proxy of the initialised network             nb201, enas_macro
                     (synflow, grad_norm, snip, jacob_cov, naswot)
 ``tabular:PATH``    a NAS-Bench-201 table lookup (``tabular`` alone reads    nb201
                     ``$NASJAX_NB201_TABLE``)
@@ -50,14 +52,15 @@ _ALIASES = {"early-stopping": "early_stopping", "earlystopping": "early_stopping
             "weight-sharing": "weight_sharing", "ws": "weight_sharing", "one_shot": "weight_sharing",
             "zero_cost": "proxy", "nb201": "tabular", "table": "tabular"}
 # Families of spaces, told apart by what the space object offers (not by name, so custom spaces work).
-CELL, NB201, CHAIN, OTHER = "cell", "nb201", "chain", "other"
-_FAMILY_SPACES = {CELL: "darts, nasnet, enas_micro", NB201: "nb201", CHAIN: "macro, nas_rl"}
+CELL, NB201, ENAS_MACRO, CHAIN, OTHER = "cell", "nb201", "enas_macro", "chain", "other"
+_FAMILY_SPACES = {CELL: "darts, nasnet, enas_micro", NB201: "nb201", ENAS_MACRO: "enas_macro",
+                  CHAIN: "macro, nas_rl"}
 SUPPORTED: dict[str, tuple[str, ...]] = {
-    "train": (CELL, NB201, CHAIN),
+    "train": (CELL, NB201, ENAS_MACRO, CHAIN),
     "early_stopping": (CELL, NB201, CHAIN),
     "morphism": (CHAIN,),
-    "weight_sharing": (CELL, NB201),
-    "proxy": (NB201,),
+    "weight_sharing": (CELL, NB201, ENAS_MACRO),
+    "proxy": (NB201, ENAS_MACRO),
     "tabular": (NB201,),
 }
 JITTABLE = {"train": False, "early_stopping": False, "morphism": False, "weight_sharing": True,
@@ -140,11 +143,15 @@ def parse_spec(spec: Any) -> EstimatorSpec:
 
 # ---------------------------------------------------------------------------------------------- spaces
 def space_family(space: Any) -> str:
-  """``cell`` (DARTS-like cell spaces with a supernet), ``nb201``, ``chain`` (macro, NAS-RL) or ``other``."""
+  """``cell`` (DARTS-like cell spaces with a supernet), ``nb201``, ``enas_macro``, ``chain`` (macro, NAS-RL)
+  or ``other``."""
+  from nasjax.spaces.enas_macro import EnasMacroSpace
   from nasjax.spaces.macro import MacroSpace
   from nasjax.spaces.nb201 import NB201Space
   if isinstance(space, NB201Space):
     return NB201
+  if isinstance(space, EnasMacroSpace):
+    return ENAS_MACRO
   if isinstance(space, MacroSpace):
     return CHAIN
   if hasattr(space, "edge_ops") and hasattr(space, "decode") and hasattr(space, "supernet_ops"):
@@ -240,6 +247,8 @@ def estimator_config(spec: Any, space: Any, *, preset: str = "demo") -> ml_colle
       cfg.cells_per_stage = 1  # the benchmark's network has 5 per stage; one keeps a CPU search short
     elif family == CHAIN:
       del cfg["layers"], cfg["channels"]  # the architecture fixes every layer's width
+    elif family == ENAS_MACRO:
+      del cfg["layers"]  # the space fixes the layer count
     if spec.kind == "early_stopping":
       # Stop a run once P(final accuracy > best so far) < threshold, checked from min_epochs on
       # (0: the curve model's default, max(5, epochs // 10)).
@@ -253,6 +262,9 @@ def estimator_config(spec: Any, space: Any, *, preset: str = "demo") -> ml_colle
     return cfg
   if spec.kind == "weight_sharing":
     from nasjax import oneshot
+    if family == ENAS_MACRO:
+      from nasjax.estimators.enas_macro import shared_training_config
+      return shared_training_config(preset)
     if preset not in ("demo", "paper"):
       raise NasjaxError(f"unknown preset {preset!r}; accepted: demo, paper")
     kind = "nb201" if family == NB201 else "darts"  # NB201's supernet has cells_per_stage, not layers
@@ -265,6 +277,9 @@ def estimator_config(spec: Any, space: Any, *, preset: str = "demo") -> ml_colle
         del cfg[key]
     return cfg
   if spec.kind == "proxy":
+    if family == ENAS_MACRO:
+      from nasjax.estimators.enas_macro import proxy_config
+      return proxy_config()
     # The network the proxies score: NAS-Bench-201's (16 channels, 5 cells per stage) on one batch.
     return ml_collections.ConfigDict(dict(batch_size=64, channels=16, cells_per_stage=5, seed=0))
   # tabular
@@ -373,6 +388,9 @@ def build_estimator(spec: Any, space: Any, dataset: Any, cfg, *, num_candidates:
   if spec.kind == "morphism":
     return _morphism(space, dataset, cfg, mesh, workdir)
   if spec.kind == "weight_sharing":
+    if family == ENAS_MACRO:
+      from nasjax.estimators import enas_macro
+      return enas_macro.weight_sharing(space, dataset, cfg, workdir=workdir, mesh=mesh, show_progress=show_progress)
     return _weight_sharing(space, dataset, cfg, workdir, show_progress, mesh)
   if spec.kind == "proxy":
     return _proxy(spec, space, dataset, cfg)
@@ -388,8 +406,12 @@ def _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, ep
 
 def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarray], Model]:
   """``arch -> Model`` for ``space``. ``shared``: one program for every candidate where the space has a
-  network that takes the architecture as an array (NB201's switch network); else each its own."""
+  network that takes the architecture as an array (NB201's switch network); else each its own. The ENAS
+  macro space has only such a network."""
   family = space_family(space)
+  if family == ENAS_MACRO:
+    from nasjax.estimators.enas_macro import training_builder
+    return training_builder(space, dataset, cfg)
   sample = jnp.zeros((2,) + tuple(dataset.input_shape), jnp.float32)
   if family == NB201:
     from nasjax.nn.nb201_network import NB201Network
@@ -521,8 +543,9 @@ def _proxy(spec, space, dataset, cfg):
     raise NasjaxError(f"batch_size must be at least 2 for a proxy's batch, got {cfg.batch_size}")
   x, y = nasdata.subset(dataset.x_train, dataset.y_train, min(cfg.batch_size, len(dataset.x_train)), cfg.seed)
   images = nasdata.normalize(jnp.asarray(x, jnp.float32), dataset.mean, dataset.std)
+  sizes = {"cells_per_stage": cfg.cells_per_stage} if "cells_per_stage" in cfg else {}
   return proxy_estimator(space, spec.names, (images, jnp.asarray(y, jnp.int32)), channels=cfg.channels,
-                         cells_per_stage=cfg.cells_per_stage, num_classes=dataset.num_classes)
+                         num_classes=dataset.num_classes, **sizes)
 
 
 def _tabular(spec, cfg, fidelity_resources):
