@@ -479,7 +479,7 @@ def test_garbage_strings_give_nasjax_error(name, text, all_spaces):
 @pytest.mark.parametrize("name", spaces.SPACE_NAMES)
 def test_non_strings_and_deep_nesting_give_nasjax_error(name, all_spaces):
   space = all_spaces[name]
-  for value in (None, 5, b"abc", "(" * 100_000, "[" * 100_000, "Genotype(" + "[" * 100_000):
+  for value in (None, 5, b"abc", "(" * 20_000, "[" * 20_000, "Genotype(" + "[" * 20_000):
     with pytest.raises(NasjaxError):
       space.from_string(value)
 
