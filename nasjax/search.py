@@ -253,7 +253,7 @@ def _closing(outcomes: Iterable[Outcome]) -> None:
 
 def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *, workdir: str | None = None,
         identity: dict | None = None, fitness_key: str = "accuracy", show_progress: bool = True,
-        to_string: Callable | None = None, executor: Any = "auto") -> dict:
+        to_string: Callable | None = None, executor: Any = "auto", objectives: Any = None) -> dict:
   """Runs ``strategy`` until ``budget`` architectures have been evaluated; returns the best and history.
 
   Args:
@@ -271,6 +271,11 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     to_string: ``arch -> str``, stored as each record's ``genotype``.
     executor: ``"auto"`` (vmap for a jittable estimator, else serial), ``"serial"``, ``"vmap"``, ``"ray"``
       or an executor object (see the module docstring).
+    objectives: :func:`nasjax.objectives.make_objectives` (metrics to maximise / minimise, constraints,
+      weights); it replaces ``fitness_key``. The strategy is told the maximised objective vector
+      (NSGA-II), the single objective, or their weighted sum; an infeasible evaluation is told NaN.
+      Every record then holds ``objectives`` (raw values) and ``feasible``; the incumbent is the best
+      feasible one by :meth:`Objectives.scalar`; the result has ``pareto`` (front and hypervolume).
 
   Returns:
     ``{"best": record, "history": [record, ...], "state": strategy state}``; a record holds ``index``,
@@ -280,6 +285,8 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
   if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
     raise NasjaxError(f"budget must be a positive number of evaluations, got {budget!r}")
   executor = resolve_executor(executor, estimator)
+  if objectives is not None:
+    strategy, fitness_key, metrics_known = _prepare_objectives(objectives, strategy, estimator, key)
   log_path = os.path.join(workdir, _LOG_NAME) if workdir else None
   if log_path:
     os.makedirs(workdir, exist_ok=True)
@@ -340,6 +347,12 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
             batch[j] = _record(start + j, archs[j, :-1], outcome, identity, to_string, archs[j, -1])
           else:
             batch[j] = _record(start + j, archs[j], outcome, identity, to_string)
+          if objectives is not None:
+            if not metrics_known and not batch[j]["failed"]:
+              objectives.check_metrics(batch[j]["metrics"], f"estimator {_estimator_name(estimator)}")
+              metrics_known = True
+            batch[j]["objectives"] = objectives.values(batch[j]["metrics"])
+            batch[j]["feasible"] = objectives.feasible(batch[j]["metrics"])
           if log_path:
             with open(log_path, "a") as f:
               f.write(json.dumps(batch[j]) + "\n")
@@ -349,10 +362,17 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     history.extend(batch)
     # Rows of the round beyond the budget were not evaluated: the strategy is told NaN for them, as on
     # the device (nasjax.parallel.run_on_device).
-    fitness = np.full(len(asked), np.nan, np.float32)
-    for j, r in enumerate(batch):
-      if not r["failed"]:
-        fitness[j] = r["metrics"].get(fitness_key, float("nan"))
+    if objectives is not None:
+      fitness = np.full((len(asked), len(objectives.names)), np.nan, np.float32)
+      for j, r in enumerate(batch):
+        fitness[j] = objectives.fitness_row(r["metrics"], r["failed"])
+      if strategy.num_objectives == 1:
+        fitness = fitness[:, 0]
+    else:
+      fitness = np.full(len(asked), np.nan, np.float32)
+      for j, r in enumerate(batch):
+        if not r["failed"]:
+          fitness[j] = r["metrics"].get(fitness_key, float("nan"))
     if multi_fidelity:
       for cost in query_costs[:len(batch)]:
         spent = np.float32(spent + cost)
@@ -361,10 +381,50 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     state = strategy.tell(state, jnp.asarray(asked), jnp.asarray(fitness))
     round_index += 1
   bar.close()
+  if objectives is not None:
+    from nasjax.objectives import pareto_summary
+    best = _objective_incumbent(history, objectives)
+    if best is None:
+      raise NasjaxError("every evaluation failed or violated a constraint "
+                        f"({', '.join(map(str, objectives.constraints)) or 'none given'}); nothing to report")
+    return {"best": best, "history": history, "state": jax.device_get(state),
+            "pareto": pareto_summary(history, objectives)}
   best = incumbent(history, fitness_key)
   if best is None:
     raise NasjaxError("every evaluation failed (NaN or Inf, or an error); nothing to report")
   return {"best": best, "history": history, "state": jax.device_get(state)}
+
+
+def _prepare_objectives(objectives: Any, strategy: Strategy, estimator: Callable, key: jax.Array
+                        ) -> tuple[Strategy, str, bool]:
+  """Checks ``objectives`` against the strategy and the estimator before anything runs; returns the
+  strategy to drive (scalarised where needed), the metric the executors check, and whether the
+  estimator's metric names were known (else the first evaluation is checked)."""
+  from nasjax.objectives import Objectives, metric_names
+  if not isinstance(objectives, Objectives):
+    raise NasjaxError("objectives must come from nasjax.objectives.make_objectives(...), e.g. "
+                      "make_objectives(('accuracy:max', 'latency_s:min'))")
+  if getattr(strategy, "num_fidelities", 1) > 1:
+    raise NasjaxError(f"objectives are not supported with the multi-fidelity strategy {strategy.name}: its "
+                      "levels compare one score; use a single-fidelity strategy (e.g. nsga2, random)")
+  strategy = objectives.for_strategy(strategy)
+  archs = jax.eval_shape(lambda k: strategy.ask(strategy.init(k), k)[0], key)
+  produced = metric_names(estimator, archs.shape[-1])
+  objectives.check_metrics(produced, f"estimator {_estimator_name(estimator)}")
+  return strategy, objectives.names[0], produced is not None
+
+
+def _objective_incumbent(records: list[dict], objectives: Any) -> dict | None:
+  """The feasible, non-failed record with the largest :meth:`Objectives.scalar`, the earliest among ties."""
+  best, best_value = None, -np.inf
+  for record in records:
+    if record["failed"] or not objectives.feasible(record["metrics"]):
+      continue
+    row = objectives.fitness_row(record["metrics"])
+    value = objectives.scalar(row) if np.all(np.isfinite(row)) else -np.inf
+    if value > best_value:
+      best, best_value = record, value
+  return best
 
 
 class WithFidelity:

@@ -68,7 +68,9 @@ def test_every_strategy_asks_and_tells_under_jit_without_recompiling(name):
     archs, state = ask(state, jax.random.key(r + 1))
     for arch in np.asarray(archs):
       space.check(arch)
-    fitness = jax.random.uniform(jax.random.key(10 + r), (archs.shape[0],))
+    # A multi-objective strategy (nsga2) is told one column per objective.
+    columns = (strategy.num_objectives,) if strategy.num_objectives > 1 else ()
+    fitness = jax.random.uniform(jax.random.key(10 + r), (archs.shape[0],) + columns)
     state = tell(state, archs, fitness)
   assert ask._cache_size() == 1 and tell._cache_size() == 1
 

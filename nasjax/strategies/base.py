@@ -44,7 +44,8 @@ class Strategy(NamedTuple):
 
   Fitness is maximised (an accuracy); failed evaluations arrive as NaN and never win.
   ``num_fidelities`` and ``fidelity_costs`` describe the fidelity axis (see the module docstring);
-  strategies without one evaluate everything at full fidelity, ``(1.0,)``.
+  strategies without one evaluate everything at full fidelity, ``(1.0,)``. A multi-objective strategy
+  (NSGA-II) has ``num_objectives`` M > 1 and is told ``fitness`` float[P, M], every column maximised.
   """
   init: Callable[[Any], Any]
   ask: Callable[[Any, Any], tuple[Any, Any]]
@@ -52,6 +53,7 @@ class Strategy(NamedTuple):
   name: str = "strategy"
   num_fidelities: int = 1
   fidelity_costs: tuple[float, ...] = (1.0,)
+  num_objectives: int = 1
 
 
 def asked_fidelity(strategy: Strategy, state: Any, num_rows: int) -> jax.Array:
