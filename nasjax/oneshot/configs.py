@@ -53,7 +53,8 @@ def search_config(method: str = "darts", space: str = "darts") -> ml_collections
       eigen_window=5, eigen_ratio=0.75, valid_fraction=0.5, train_subset=0, crop_padding=4, flip=True,
       seed=2, eval_batch_size=500, checkpoint_every_steps=0, keep_checkpoints=2, rank_samples=100,
       rank_batches=4, rank_strategy="regularized_evolution", dw_impl="auto", edge_loop="auto",
-      remat_edges=True, cost_weight=0.0, cost_metric="params"))
+      remat_edges=True, cost_weight=0.0, cost_metric="params", cost_target=0.0, latency_table="",
+      latency_batch=1, latency_runs=20, latency_warmup=3))
   if method == "pcdarts":
     # Xu et al. 2020: K=4, batch 256, learning rate 0.1, architecture lr 6e-4, 15 warm-up epochs.
     cfg.update(partial_channels=4, batch_size=256, learning_rate=0.1, arch_learning_rate=6e-4,
@@ -123,10 +124,14 @@ def check_config(cfg) -> None:
       raise NasjaxError(f"{name} must be positive, got {cfg[name]}")
   if cfg.channels % cfg.partial_channels:
     raise NasjaxError(f"channels {cfg.channels} must be divisible by partial_channels {cfg.partial_channels}")
-  if cfg.cost_metric not in arch_cost.COST_METRICS:
-    raise NasjaxError(f"unknown cost_metric {cfg.cost_metric!r}; accepted: {', '.join(arch_cost.COST_METRICS)}")
-  if not (math.isfinite(cfg.cost_weight) and cfg.cost_weight >= 0):
-    raise NasjaxError(f"cost_weight must be a finite number >= 0, got {cfg.cost_weight}")
+  if cfg.cost_metric not in arch_cost.SEARCH_COST_METRICS:
+    raise NasjaxError(f"unknown cost_metric {cfg.cost_metric!r}; accepted: "
+                      f"{', '.join(arch_cost.SEARCH_COST_METRICS)}")
+  for name in ("cost_weight", "cost_target"):
+    if not (math.isfinite(cfg.get(name, 0.0)) and cfg.get(name, 0.0) >= 0):
+      raise NasjaxError(f"{name} must be a finite number >= 0, got {cfg[name]}")
+  if cfg.get("cost_target", 0.0) and not cfg.cost_weight:
+    raise NasjaxError("cost_target needs a cost_weight > 0 (the weight of the penalty above the target)")
   if cfg.method == "spos":
     from nasjax import strategies
     name = str(cfg.get("rank_strategy", "random")).strip().lower().replace("-", "_")

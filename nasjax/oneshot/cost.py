@@ -10,7 +10,9 @@ score function instead).
 
 ``c[e, o]`` is the cost of op ``o`` on edge ``e`` summed over every cell of that type in the network the
 supernet stands for (channels double and resolution halves at the reductions), counted on the discrete
-network's op (affine BatchNorm, grouped depthwise convolutions, as :mod:`nasjax.nn.count` counts). A
+network's op (affine BatchNorm, grouped depthwise convolutions, as :mod:`nasjax.nn.count` counts), or its
+latency measured on the current device (:mod:`nasjax.oneshot.latency`, FBNet's and ProxylessNAS' latency
+model: a network's latency is the sum of its ops'). A
 supernet has all 14 edges of a DARTS cell while a derived cell keeps 8, so the expectation is a relaxation
 of the derived network's edge cost, not equal to it; fixed parts (stem, cell pre-processing, classifier)
 do not depend on the architecture and are left out.
@@ -19,7 +21,7 @@ do not depend on the architecture and are left out.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +33,8 @@ from nasjax.nn.ops import XLA_IMPL, OpConfig, make_op
 from nasjax.nn.supernet import edge_endpoints, reduction_layers
 from nasjax.oneshot.method import CELL_TYPES
 
-COST_METRICS = ("params", "flops")
+COST_METRICS = ("params", "flops")  # counted from the op's program
+SEARCH_COST_METRICS = COST_METRICS + ("latency",)  # latency: milliseconds measured on the current device
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,15 +51,13 @@ def op_cost(op: str, channels: int, stride: int, height: int, width: int, metric
   return count_macs(lambda v, x: module.apply(v, x, False), variables, x)
 
 
-def edge_cost_tables(ops: Sequence[str], num_nodes: int, channels: int, layers: int,
-                     input_shape: Sequence[int], metric: str) -> dict[str, np.ndarray]:
-  """``{"normal", "reduce"}`` of f64[E, O]: cost of op ``o`` on edge ``e`` summed over that type's cells.
+def edge_positions(num_nodes: int, channels: int, layers: int, input_shape: Sequence[int]):
+  """``(cell type, edge, channels, stride, height, width)`` of every edge of every cell, the edge's input shape.
 
   Follows the supernet's layout (:class:`nasjax.nn.supernet.Supernet`): the stem keeps the resolution,
   a reduction cell doubles the channels and its edges from the two inputs have stride 2.
   """
   src, _ = edge_endpoints(num_nodes)
-  tables = {kind: np.zeros((len(src), len(ops))) for kind in CELL_TYPES}
   height, width = int(input_shape[0]), int(input_shape[1])
   c = channels
   for i in range(layers):
@@ -66,14 +67,43 @@ def edge_cost_tables(ops: Sequence[str], num_nodes: int, channels: int, layers: 
     for e, source in enumerate(src):
       stride = 2 if reduction and source < 2 else 1
       h, w = (height, width) if stride == 2 else (out_h, out_w)
-      tables["reduce" if reduction else "normal"][e] += [op_cost(op, c, stride, h, w, metric) for op in ops]
+      yield "reduce" if reduction else "normal", e, c, stride, h, w
     height, width = out_h, out_w
+
+
+def edge_cost_tables(ops: Sequence[str], num_nodes: int, channels: int, layers: int,
+                     input_shape: Sequence[int], metric: str,
+                     op_cost_fn: Callable[[str, int, int, int, int], float] | None = None) -> dict[str, np.ndarray]:
+  """``{"normal", "reduce"}`` of f64[E, O]: cost of op ``o`` on edge ``e`` summed over that type's cells.
+
+  ``op_cost_fn(op, channels, stride, height, width)`` prices one op at one position (default: ``metric``
+  counted by :func:`op_cost`; for latency, :meth:`nasjax.oneshot.latency.LatencyTable.op_ms`).
+  """
+  cost = op_cost_fn or (lambda op, c, stride, h, w: op_cost(op, c, stride, h, w, metric))
+  src, _ = edge_endpoints(num_nodes)
+  tables = {kind: np.zeros((len(src), len(ops))) for kind in CELL_TYPES}
+  for kind, e, c, stride, h, w in edge_positions(num_nodes, channels, layers, input_shape):
+    tables[kind][e] += [cost(op, c, stride, h, w) for op in ops]
   return tables
 
 
 def expected_cost(probabilities: dict, tables: dict):
   """``sum over cell types, edges and ops of p * c``: the exact expected edge cost of the distribution."""
   return sum(jnp.sum(probabilities[kind] * tables[kind]) for kind in CELL_TYPES)
+
+
+def budget_penalty(probabilities: dict, tables: dict, target: float = 0.0):
+  """``E[c]`` without a target; with one, the hinge ``max(0, E[c] - target)``.
+
+  The hinge is the exact penalty of the constraint ``E[c] <= target``: zero inside the budget, where the
+  validation loss alone moves the architecture, so a target budget picks the most accurate cell that fits
+  it instead of ever cheaper ones. FBNet's multiplicative ``CE * a * log(LAT)^b`` and MnasNet's
+  ``ACC * (LAT / T)^w`` (Tan et al., CVPR 2019) keep pulling below the target and rescale the loss's own
+  gradient, which a bilevel hypergradient then carries too; ProxylessNAS' additive ``lambda * E[lat]`` is
+  this function without a target.
+  """
+  cost = expected_cost(probabilities, tables)
+  return cost if not target else jnp.maximum(cost - target, 0.0)
 
 
 def uniform_cost(tables: dict) -> float:

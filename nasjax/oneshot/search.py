@@ -50,6 +50,7 @@ from nasjax.oneshot.configs import (METHODS, check_config, check_space, demo_sea
                                     make_method, search_config)
 from nasjax.oneshot.hypergradient import (architecture_gradient, dominant_eigenvalue,
                                           hessian_vector_product)
+from nasjax.oneshot.latency import LatencyTable
 from nasjax.oneshot.method import CELL_TYPES
 from nasjax.parallel.distributed import to_host
 from nasjax.spaces.nb201 import NB201_OPS, NB201Space
@@ -89,16 +90,24 @@ class Search:
     self.arch_tx = optax.chain(optax.add_decayed_weights(cfg.arch_weight_decay),
                                optax.adam(cfg.arch_learning_rate, b1=cfg.arch_beta1, b2=cfg.arch_beta2))
     self.skip_index = self.ops.index("skip_connect") if "skip_connect" in self.ops else None
-    # Resource-aware search: the expected edge cost, in units of a uniform distribution's, weighs
-    # cost_weight in the architecture objective (nasjax.oneshot.cost).
+    # Resource-aware search: the expected edge cost (above cost_target, if set), in units of a uniform
+    # distribution's, weighs cost_weight in the architecture objective (nasjax.oneshot.cost).
     self.cost_tables = None
     if cfg.cost_weight:
+      op_cost_fn = None
+      if cfg.cost_metric == "latency":
+        table = LatencyTable(cfg.get("latency_table") or None, batch=int(cfg.latency_batch),
+                             runs=int(cfg.latency_runs), warmup=int(cfg.latency_warmup))
+        op_cost_fn = table.op_ms
       self.cost_tables = arch_cost.edge_cost_tables(space.supernet_ops, space.num_nodes, cfg.channels,
-                                                    cfg.layers, input_shape, cfg.cost_metric)
+                                                    cfg.layers, input_shape, cfg.cost_metric, op_cost_fn)
+      if cfg.cost_metric == "latency":
+        table.save()
       scale = arch_cost.uniform_cost(self.cost_tables)
       if scale <= 0:
         raise NasjaxError(f"every op of this space costs 0 {cfg.cost_metric}; cost_weight has nothing to weigh")
       self._scaled_tables = {k: jnp.asarray(v / scale, jnp.float32) for k, v in self.cost_tables.items()}
+      self._scaled_target = float(cfg.get("cost_target", 0.0)) / scale
     self.step = jit_with_options(self._step, donate_argnums=(0,))
     self.eval_step = jit_with_options(self._eval_step)
 
@@ -139,10 +148,12 @@ class Search:
     return loss, (updates["batch_stats"], logits)
 
   def cost_penalty(self, arch):
-    """``cost_weight`` x the expected edge cost relative to a uniform distribution's (0 when off)."""
+    """``cost_weight`` x the expected edge cost (its excess over ``cost_target`` when one is set), both relative
+    to a uniform distribution's expected cost; 0 when off."""
     if self.cost_tables is None:
       return 0.0
-    return self.cfg.cost_weight * arch_cost.expected_cost(self.method.probabilities(arch), self._scaled_tables)
+    return self.cfg.cost_weight * arch_cost.budget_penalty(self.method.probabilities(arch), self._scaled_tables,
+                                                           self._scaled_target)
 
   def arch_losses(self, state, xt, yt, xv, yv, key):
     """``(train_loss(params, arch), valid_loss(params, arch))`` closures of one step (same noise in both)."""
