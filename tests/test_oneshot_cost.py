@@ -119,6 +119,7 @@ def test_a_heavy_penalty_drives_the_search_to_free_ops(method, tiny_dataset):
     (dict(cost_metric="energy", cost_weight=1.0), "unknown cost_metric"),
     (dict(cost_target=-1.0, cost_weight=1.0), "cost_target must be"),
     (dict(cost_target=1.0), "cost_target needs a cost_weight"),
+    (dict(cost_metric="latency", cost_weight=1.0, latency_batch=0), "latency_batch must be"),
     (dict(cost_weight=-1.0), "cost_weight must be"),
     (dict(cost_weight=float("nan")), "cost_weight must be"),
 ])

@@ -130,6 +130,9 @@ def check_config(cfg) -> None:
   for name in ("cost_weight", "cost_target"):
     if not (math.isfinite(cfg.get(name, 0.0)) and cfg.get(name, 0.0) >= 0):
       raise NasjaxError(f"{name} must be a finite number >= 0, got {cfg[name]}")
+  for name, low in (("latency_batch", 1), ("latency_runs", 1), ("latency_warmup", 0)):
+    if name in cfg and (isinstance(cfg[name], bool) or not isinstance(cfg[name], int) or cfg[name] < low):
+      raise NasjaxError(f"{name} must be an integer >= {low}, got {cfg[name]!r}")
   if cfg.get("cost_target", 0.0) and not cfg.cost_weight:
     raise NasjaxError("cost_target needs a cost_weight > 0 (the weight of the penalty above the target)")
   if cfg.method == "spos":
