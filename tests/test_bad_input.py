@@ -380,6 +380,13 @@ def foreign_checkpoint(workdir: pathlib.Path):
   manager.close()
 
 
+@pytest.mark.parametrize("command", ["train", "oneshot"])
+def test_a_checkpoint_of_another_run_is_refused_before_any_work(command, world, capsys):
+  foreign_checkpoint(world / "run")
+  argv = command_argv(command, world) + ["--out", world / "run"]
+  assert_refused(argv, world, capsys, "belongs to another run", "differs in")
+
+
 def test_refused_restore_exits_cleanly(tmp_path, write_tiny_npz):
   """Refused in one line, and nothing prints at shutdown (no Orbax or asyncio thread left running)."""
   npz = write_tiny_npz(tmp_path / "tiny.npz", 64, 16)

@@ -311,21 +311,28 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
   train_batches = nasdata.Batcher(xt, yt.astype(np.int32), cfg.batch_size, seed=cfg.seed)
   valid_batches = nasdata.Batcher(xv, yv.astype(np.int32), cfg.batch_size, seed=cfg.seed + 1)
   steps_per_epoch = min(train_batches.steps_per_epoch, valid_batches.steps_per_epoch)
-  search = cached_search(cfg, space, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std,
-                         steps_per_epoch, mesh)
-  mesh = search.mesh
-  check_batch_size(cfg.batch_size, mesh)
-  state = search.init_state(cfg.seed)
   # The data's content, not its name or path: a resume on a regenerated subset of the same name is refused.
   identity = dict(identity or {}, config=cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg),
                   space=space.name, dataset=dataset.fingerprint)
-  history: list[dict] = []
-  start = Position()
   run = None
   if workdir is not None:
     # Numbered by step: checkpoints inside an epoch carry its running sums, so a resumed epoch's means are exact.
     run = Run(workdir, identity, cfg.keep_checkpoints, steps_per_epoch=steps_per_epoch)
-    state, start, history = run.resume(state)
+    run.check()  # a checkpoint of another search is refused before the search step compiles
+  try:
+    search = cached_search(cfg, space, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std,
+                           steps_per_epoch, mesh)
+    mesh = search.mesh
+    check_batch_size(cfg.batch_size, mesh)
+    state = search.init_state(cfg.seed)
+    history: list[dict] = []
+    start = Position()
+    if run is not None:
+      state, start, history = run.resume(state)
+  except BaseException:
+    if run is not None:  # every refused path closes the checkpoint manager: nothing prints at shutdown
+      run.close()
+    raise
   eigen_batch = next(valid_batches.epoch(0))
   t_start = time.perf_counter()
 

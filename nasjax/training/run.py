@@ -52,6 +52,15 @@ class Run:
     self.manager = ckpt.Manager(os.path.join(os.path.abspath(workdir), "checkpoints"), keep)
     self.logger: MetricsLogger | None = None
 
+  def check(self) -> None:
+    """Refuses the newest checkpoint if it belongs to another run or is unreadable, reading only its record
+    (cheap: call it before building or compiling anything); closes the manager when it refuses."""
+    try:
+      self.manager.latest_meta(self.identity)
+    except BaseException:
+      self.close()
+      raise
+
   def resume(self, template: Any) -> tuple[Any, Position, list]:
     """``(state, position, history)`` of the newest checkpoint, or ``(template, start, [])`` without one.
 

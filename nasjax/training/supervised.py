@@ -92,7 +92,6 @@ def fit(model_fn: ModelFn, model_init: Callable, cfg, x_train, y_train, x_eval=N
   check_batch_size(cfg.batch_size, mesh)
   batcher = nasdata.Batcher(x_train, y_train, cfg.batch_size, seed=cfg.seed)
   tx = make_optimizer(cfg, batcher.steps_per_epoch)
-  state = init_state(model_init, tx, cfg.seed, extra)
   history: list = []
   position = Position()
   run = None
@@ -100,7 +99,15 @@ def fit(model_fn: ModelFn, model_init: Callable, cfg, x_train, y_train, x_eval=N
     # Checkpoints inside an epoch are numbered by global step and carry the epoch's running sums.
     by_step = batcher.steps_per_epoch if cfg.get("checkpoint_every_steps", 0) else None
     run = Run(workdir, identity, cfg.keep_checkpoints, steps_per_epoch=by_step)
-    state, position, history = run.resume(state)
+    run.check()  # a checkpoint of another run is refused before the model is built
+  try:
+    state = init_state(model_init, tx, cfg.seed, extra)
+    if run is not None:
+      state, position, history = run.resume(state)
+  except BaseException:
+    if run is not None:  # every refused path closes the checkpoint manager: nothing prints at shutdown
+      run.close()
+    raise
   try:
     state = nasdata.replicate(state, mesh)
     train_step = make_train_step(model_fn, tx, cfg, mean, std)
