@@ -156,6 +156,8 @@ LONG_TESTS = (
     "test_search_driver.py::test_killed_regularized_evolution_resumes_to_the_uninterrupted_run",  # ~14
     "test_train_cli.py::test_data_parallel_step_equals_single_device",  # ~13
     "test_estimator_registry.py::test_train_on_nb201_compiles_one_program_for_all_candidates",  # ~12
+    "test_crash_safety.py::test_retraining_resumes_exactly_from_a_checkpoint_inside_an_epoch",  # ~11
+    "test_bad_input.py::test_refused_restore_exits_cleanly",  # ~10 (a subprocess)
 )
 
 
