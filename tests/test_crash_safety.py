@@ -80,29 +80,53 @@ def outcome(out: pathlib.Path) -> dict:
   return found
 
 
-def nasjax(argv, env, timeout=600) -> subprocess.Popen:
+def nasjax(argv, env) -> subprocess.Popen:
   return subprocess.Popen([sys.executable, "-m", "nasjax.cli"] + argv, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
 
 
-def run_with_kills(argv, out, env, rng: random.Random, kills: int, window_s: tuple[float, float]) -> dict:
-  """Runs ``argv`` into ``out``, SIGKILLs it ``kills`` times at random moments of ``window_s`` after its start,
-  then lets it finish; returns what happened (kill times, resume lines, reruns)."""
-  report = {"kills_at_s": [], "resumed": [], "runs": 0}
+def progress_marks(out: pathlib.Path) -> int:
+  """Checkpoints and log lines written so far: what a kill can lose or a rerun resume from."""
+  marks = len(list((out / "checkpoints").glob("*"))) if (out / "checkpoints").is_dir() else 0
+  return marks + sum(len(log.read_bytes().splitlines()) for log in out.glob("*.jsonl"))
+
+
+def kill_when(proc: subprocess.Popen, out: pathlib.Path, rng: random.Random, early: bool) -> str | None:
+  """SIGKILLs ``proc`` at a random moment: ``early`` during its start (imports, compiling, the first steps),
+  else a random 0-3 s after it wrote something new (a checkpoint or a log line), so that the rerun has
+  something to resume from and something to redo. Returns when it was killed, or None if it finished."""
+  start, t0 = progress_marks(out), time.perf_counter()
+  if early:
+    deadline = t0 + rng.uniform(1.0, 15.0)
+  else:
+    while progress_marks(out) == start:
+      if proc.poll() is not None:
+        return None
+      time.sleep(0.2)
+    deadline = time.perf_counter() + rng.uniform(0.0, 3.0)
+  try:
+    proc.wait(timeout=max(0.0, deadline - time.perf_counter()))
+    return None
+  except subprocess.TimeoutExpired:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return f"{time.perf_counter() - t0:.1f}s" + (" (start)" if early else f" (after {progress_marks(out)} marks)")
+
+
+def run_with_kills(argv, out, env, rng: random.Random, kills: int) -> dict:
+  """Runs ``argv`` into ``out``, killed ``kills`` times (the first during its start, the others after it made
+  progress), then rerun until it finishes; returns when each kill came and what the final run said."""
+  report = {"kills": [], "resumed": [], "runs": 0, "marks_before_last_run": 0}
   while True:
     report["runs"] += 1
+    report["marks_before_last_run"] = progress_marks(out) if out.exists() else 0
     proc = nasjax(argv + ["--out", str(out)], env)
-    if len(report["kills_at_s"]) < kills:
-      delay = rng.uniform(*window_s)
-      try:
-        proc.wait(timeout=delay)
-      except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        report["kills_at_s"].append(round(delay, 1))
+    if len(report["kills"]) < kills:
+      when = kill_when(proc, out, rng, early=not report["kills"])
+      if when is not None:
+        report["kills"].append(when)
         continue
-    else:
-      proc.wait(timeout=900)
+    proc.wait(timeout=1800)
     err = proc.stderr.read()
     report["resumed"] += [line for line in err.splitlines() if line.startswith("resuming")]
     assert proc.returncode == 0, err[-3000:]
@@ -110,11 +134,12 @@ def run_with_kills(argv, out, env, rng: random.Random, kills: int, window_s: tup
     return report
 
 
+CHECKPOINTING = ("darts_demo", "retrain")  # the others resume from their evaluations.jsonl
 SCENARIOS = {
     "random_search": ["search", "--num-archs", "4", "--epochs", "1", "--channels", "4", "--layers", "3",
                       "--batch-size", "32", "--train-subset", "128", "--quiet"],
     "regularized_evolution": ["search", "--strategy", "regularized_evolution", "--strategy-option",
-                              "population_size=3", "--strategy-option", "sample_size=2", "--num-archs", "5",
+                              "population_size=3", "--strategy-option", "tournament_size=2", "--num-archs", "5",
                               "--epochs", "1", "--channels", "4", "--layers", "3", "--batch-size", "32",
                               "--train-subset", "128", "--quiet"],
     "darts_demo": ["search", "--method", "darts", "--config", "demo", "--epochs", "2", "--train-subset", "256",
@@ -133,11 +158,12 @@ def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run(scenar
   # One compilation cache for all runs of the scenario: the reruns spend their time computing, not compiling.
   env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
   t0 = time.perf_counter()
-  whole = run_with_kills(argv, tmp_path / "whole", env, random.Random(0), kills=0, window_s=(0, 0))
+  whole = run_with_kills(argv, tmp_path / "whole", env, random.Random(0), kills=0)
   uninterrupted_s = time.perf_counter() - t0
   assert whole["resumed"] == []
-  # Kill moments from the end of the imports (~4 s) to the end of an uninterrupted (warm) run.
-  rng = random.Random(sum(map(ord, scenario)))
-  killed = run_with_kills(argv, tmp_path / "killed", env, rng, kills=3, window_s=(4.0, max(5.0, uninterrupted_s)))
+  rng = random.Random(sum(map(ord, scenario)))  # the same kill moments in every run of the harness
+  killed = run_with_kills(argv, tmp_path / "killed", env, rng, kills=3)
   print(json.dumps({"scenario": scenario, "uninterrupted_s": round(uninterrupted_s, 1), **killed}))
   assert outcome(tmp_path / "killed") == outcome(tmp_path / "whole")
+  if scenario in CHECKPOINTING and killed["marks_before_last_run"]:
+    assert killed["resumed"], "the final run resumed without saying so"
