@@ -344,7 +344,8 @@ def _search_mode(args) -> str:
   if method is not None and method.strip().lower() in ONESHOT_METHODS:
     given = [o for o, v in (("--strategy", args.strategy), ("--estimator", args.estimator),
                             ("--executor", args.executor), ("--strategy-option", args.strategy_option),
-                            ("--num-archs", args.num_archs)) if v is not None]
+                            ("--num-archs", args.num_archs), ("--objectives", args.objectives),
+                            ("--constraint", args.constraint)) if v is not None]
     if given:
       raise NasjaxError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for discrete search; "
                         f"--method {method} is a one-shot "
@@ -402,6 +403,16 @@ def cmd_search_discrete(args) -> dict:
                            "--num-archs")
   options = _strategy_options(args.strategy_option)
   name, strategy = _discrete_strategy(args, space, options)
+  objectives = _objectives(args, spec)
+  if objectives is not None and strategy.num_objectives > 1 and "num_objectives" not in options:
+    # A multi-objective strategy takes as many objectives as --objectives names.
+    options["num_objectives"] = len(objectives.names)
+    strategy = strategies.get_strategy(name, space, **options)
+  if objectives is None and strategy.num_objectives > 1:
+    raise NasjaxError(f"strategy {strategy.name} is multi-objective: give --objectives, e.g. "
+                      "--objectives accuracy:max,latency_s:min")
+  if objectives is not None:
+    objectives.for_strategy(strategy)  # weights and counts checked before anything is built
   registry.check_combination(spec, space, strategy=strategy, executor=executor)
   cfg = registry.estimator_config(spec, space, preset="demo" if args.config == "demo" else "paper")
   _overrides(cfg, args, f"nasjax search with estimator {spec.kind} on {space.name}")
@@ -431,14 +442,28 @@ def cmd_search_discrete(args) -> dict:
     estimator = build()
   else:  # built (a table read and checked) before the directory is made: bad input leaves nothing behind
     estimator = build()
+    if objectives is not None:
+      from nasjax.objectives import metric_names
+      objectives.check_metrics(metric_names(estimator, space.num_decisions), f"estimator {spec.kind}")
     result_path = _prepare_out(args.out, args.force, resumable=True)
   identity = {"space": space.name, "strategy": strategy.name, "strategy_options": options,
               **registry.identity(spec, cfg), "dataset": dataset.fingerprint if dataset is not None else None,
               "config": config_to_dict(cfg)}
+  if objectives is not None:
+    identity["objectives"] = objectives.describe()
   out = search.run(strategy, estimator, budget, jax.random.key(cfg.seed), workdir=args.out, identity=identity,
                    fitness_key=spec.fitness_key, show_progress=not args.quiet, to_string=space.to_string,
-                   executor=executor)
+                   executor=executor, objectives=objectives)
   best = out["best"]
+  extra = {}
+  if objectives is not None:
+    extra = {"objectives": objectives.describe(), "pareto": out["pareto"], "plots": []}
+    if len(objectives.names) >= 2:
+      from nasjax.parallel.distributed import is_main_process
+      from nasjax.utils.pareto_plot import plot_pareto
+      if is_main_process():
+        plot_pareto(out["history"], objectives, out["pareto"], os.path.join(args.out, "pareto_front.png"))
+        extra["plots"] = ["pareto_front.png"]
   ok = [r for r in out["history"] if not r["failed"]]
   if resources:
     ok = [r for r in ok if r["fidelity"] == best["fidelity"]]  # only the final level's scores compare
@@ -448,7 +473,18 @@ def cmd_search_discrete(args) -> dict:
           "data": args.data if dataset is not None else None, "seed": cfg.seed, "metrics": best["metrics"],
           "fidelity": best.get("fidelity"), "config": config_to_dict(cfg), "num_evaluated": len(out["history"]),
           "ranking": sorted(([r["metrics"].get(spec.fitness_key), r["genotype"]] for r in ok), reverse=True),
-          "_result_path": result_path}
+          **extra, "_result_path": result_path}
+
+
+def _objectives(args, spec):
+  """--objectives / --constraint / --objective-weights / --reference as nasjax.objectives.Objectives (None
+  without them); a constraint alone constrains the estimator's own fitness."""
+  given = [args.objectives, args.constraint, args.objective_weights, args.reference]
+  if all(v is None for v in given):
+    return None
+  from nasjax.objectives import make_objectives
+  return make_objectives(args.objectives or f"{spec.fitness_key}:max", args.constraint, args.objective_weights,
+                         args.reference)
 
 
 def _check_search_fits(cfg, space, dataset, supernet: bool = False) -> None:
@@ -576,6 +612,16 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--strategy-option", action="append", default=None, metavar="KEY=VALUE",
                  help="a strategy option (repeatable), e.g. population_size=20, resources=[1,3,9]; VALUE is JSON "
                       "or text")
+  s.add_argument("--objectives", default=None, metavar="NAME:max|min[,...]",
+                 help="metrics to optimise, e.g. accuracy:max,latency_s:min (nsga2 keeps a Pareto front; other "
+                      "strategies need --objective-weights); result.json gets the front and its hypervolume")
+  s.add_argument("--constraint", action="append", default=None, metavar="METRIC<=BOUND",
+                 help="repeatable, e.g. latency_s<=0.002 (also >=, <, >): a violating candidate counts as failed")
+  s.add_argument("--objective-weights", default=None, metavar="W1,W2,...",
+                 help="weights of the maximised objectives (minimised ones negated) for a single-objective strategy")
+  s.add_argument("--reference", default=None, metavar="V1,V2,...",
+                 help="hypervolume reference point in the objectives' raw values (default: the worst value of "
+                      "each over the feasible evaluations)")
   s.add_argument("--method", default=None,
                  help="one-shot method: " + ", ".join(ONESHOT_METHODS) + " (on nb201 all but pcdarts); a strategy "
                       "name here is the same as --strategy")
