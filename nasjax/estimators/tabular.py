@@ -30,7 +30,8 @@ Metrics of one query (float32 scalars unless noted):
   With ``seed_noise=True`` it is one of the trained seeds' validation accuracies, drawn uniformly with the
   key (the NB201 paper's protocol for search experiments: a query returns one training run, not the mean).
 * ``test_accuracy``: the reported test column (the 200-epoch seed mean; never seen by a strategy).
-* ``params`` (number of parameters), ``latency_ms`` (NATS-Bench GPU latency per batch), ``cost`` (the
+* ``params`` (number of parameters), ``latency_ms`` and ``latency_s`` (NATS-Bench GPU latency per batch, in
+  milliseconds and in the table's seconds, e.g. for ``--objectives accuracy:max,latency_s:min``), ``cost`` (the
   simulated training time in seconds: the data set's 200-epoch train time, times ``epochs / 200``),
   ``budget`` (the query's cost in full-training equivalents, ``epochs / 200``), ``epochs`` and ``fidelity``
   (int32), ``index`` (int32, our table index) and ``failed`` (bool). An encoding outside the space
