@@ -89,11 +89,11 @@ class EnasMacroLayer(nn.Module):
     self.ops = {name: EnasMacroOp(name, self.channels, self.impl) for name in self.candidates}
 
   def __call__(self, x, choice, train: bool):
-    branches = [lambda mdl, x, name=name: mdl.ops[name](x, train) for name in self.candidates]
     if self.is_initializing():
-      # nn.switch only traces its branches; every candidate must own its variables from the start.
-      for branch in branches:
-        branch(self, x)
+      # Every candidate must own its variables from the start (nn.switch would only trace them), and
+      # selecting from all outputs here keeps the init program to one copy of each op.
+      return jnp.stack([self.ops[name](x, train) for name in self.candidates])[choice]
+    branches = [lambda mdl, x, name=name: mdl.ops[name](x, train) for name in self.candidates]
     return nn.switch(choice, branches, self, x)
 
 
