@@ -141,6 +141,7 @@ def write_tiny_npz():
 LONG_TESTS = (
     "test_distributed.py::test_two_process_job_survives_a_first_collective_skew_over_30_s",  # 40 s asleep
     "test_train_cli.py::test_search_demo_end_to_end",  # ~40
+    "test_export.py::test_transfer_trains_the_stacked_imagenet_network_and_info_counts_it",  # ~20 (trains)
     "test_nn.py::test_scanned_cell_pairs_equal_separate_cells_with_their_gradients",  # ~30
     "test_supernet_step_benchmark.py::test_weights_step_json_and_warm_compilation_cache",  # ~30
     "test_nn.py::test_scanned_edges_equal_unrolled_edges_with_their_gradients",  # ~28
@@ -155,6 +156,7 @@ LONG_TESTS = (
     "test_strategies.py::test_beats_random_search_on_known_optimum",  # ~14 for bayesopt
     "test_search_driver.py::test_killed_regularized_evolution_resumes_to_the_uninterrupted_run",  # ~14
     "test_train_cli.py::test_data_parallel_step_equals_single_device",  # ~13
+    "test_export.py::test_onnx_round_trip",  # ~10: jax2onnx's first conversion
     "test_estimator_registry.py::test_train_on_nb201_compiles_one_program_for_all_candidates",  # ~12
     "test_crash_safety.py::test_retraining_resumes_exactly_from_a_checkpoint_inside_an_epoch",  # ~11
     "test_bad_input.py::test_refused_restore_exits_cleanly",  # ~10 (a subprocess)
