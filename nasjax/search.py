@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
@@ -38,6 +39,7 @@ import numpy as np
 
 from nasjax.errors import DivergenceError, NasjaxError
 from nasjax.estimators.base import default_executor
+from nasjax.parallel.distributed import is_main_process
 from nasjax.strategies.base import Strategy, asked_fidelity
 from nasjax.strategies.budget import admitted, admitted_prefix, incumbent, planned_costs
 from nasjax.utils.logging import progress
@@ -292,6 +294,10 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     os.makedirs(workdir, exist_ok=True)
   done = _load_log(log_path) if log_path else []
   _check_identity(done, identity, log_path)
+  if done and is_main_process():
+    # One line, so a rerun after a kill is not mistaken for a fresh start: the logged evaluations are replayed.
+    print(f"resuming: found {len(done)} evaluations in {log_path}; replaying them and going on from evaluation "
+          f"{len(done) + 1}", file=sys.stderr, flush=True)
   init_key, loop_key = jax.random.split(key)
   state = strategy.init(init_key)
   history: list[dict] = []
