@@ -206,8 +206,16 @@ def test_weight_sharing_trains_shared_weights_once_then_scores_candidates(tiny_d
   assert all(0.0 <= s <= 1.0 for s in scores)
   # A rebuild (a resumed search) restores the trained weights instead of training again: the same scores
   # (the vmapped estimator equals the serial one in test_estimator_registry's weight-sharing test).
+  log = (tmp_path / "supernet" / "metrics.jsonl").read_text()
   again = R.build_estimator("weight_sharing", SMALL, tiny_dataset, cfg, workdir=str(tmp_path))
   np.testing.assert_allclose([o.metrics["accuracy"] for o in _evaluate(again, archs)], scores, atol=1e-6)
+  # Other ranking settings reuse the weights too; other training settings are refused.
+  cfg.rank_batches = 2
+  R.build_estimator("weight_sharing", SMALL, tiny_dataset, cfg, workdir=str(tmp_path))
+  assert (tmp_path / "supernet" / "metrics.jsonl").read_text() == log  # nothing trained again
+  cfg.learning_rate = 0.01
+  with pytest.raises(NasjaxError):
+    R.build_estimator("weight_sharing", SMALL, tiny_dataset, cfg, workdir=str(tmp_path))
 
 
 def test_proxy_scores_each_candidate(tiny_dataset):

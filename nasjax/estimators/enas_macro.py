@@ -123,7 +123,9 @@ def train_shared_weights(space, dataset: nasdata.Dataset, cfg, *, workdir: str |
   # The engine's loop reads these; the shared network has neither drop-path nor an auxiliary head.
   run_cfg = cfg.copy_and_resolve_references()
   run_cfg.update(drop_path=0.0, auxiliary=False)
-  identity = {"what": "enas_macro shared weights", "num_layers": space.num_layers, "config": config_to_dict(cfg),
+  # The ranking's settings do not change the weights: a rerun with other ones reuses them.
+  training_settings = {k: v for k, v in config_to_dict(cfg).items() if k != "rank_batches"}
+  identity = {"what": "enas_macro shared weights", "num_layers": space.num_layers, "config": training_settings,
               "dataset": dataset.fingerprint}
   result = fit(sampled_path_model_fn(net), lambda key: net.init(key, sample, zero_arch, train=False), run_cfg,
                x_tr, y_tr, mean=dataset.mean, std=dataset.std, extra=zero_arch, workdir=workdir,
