@@ -139,6 +139,7 @@ def write_tiny_npz():
 # xdist's loadgroup hands tests out in collection order and one collected last would run alone at the end
 # while the other worker idles. Names no longer found are ignored; add a test here when it takes > ~10 s.
 LONG_TESTS = (
+    "test_notebooks.py::test_notebook_runs_in_small_mode",  # ~45-120 each (quickstart, nb201_search, proxies)
     "test_distributed.py::test_two_process_job_survives_a_first_collective_skew_over_30_s",  # 40 s asleep
     "test_train_cli.py::test_search_demo_end_to_end",  # ~40
     "test_export.py::test_transfer_trains_the_stacked_imagenet_network_and_info_counts_it",  # ~20 (trains)
