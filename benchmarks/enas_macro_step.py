@@ -72,7 +72,8 @@ def measure(layers: int, channels: int, batch: int, image: tuple[int, int, int],
   compiled, compile_cpu, compile_wall = timed(lambda: lowered.compile())
   per_arch = []
   for arch in sampled:
-    (variables, opt_state, loss), _, _ = timed(lambda: compiled(variables, opt_state, arch))  # warm-up
+    variables, opt_state, loss = compiled(variables, opt_state, arch)  # warm-up
+    jax.block_until_ready(loss)
     c0, w0 = time.process_time(), time.perf_counter()
     for _ in range(steps):
       variables, opt_state, loss = compiled(variables, opt_state, arch)

@@ -85,7 +85,7 @@ def test_shapes_dtypes_and_variable_collections(variables):
 
 def test_one_program_serves_every_architecture_and_trains_only_the_chosen_ops(variables, sgd_step):
   new_a, loss_a, grads_a = sgd_step(variables, X, Y, ARCH_A)
-  new_b, loss_b, _ = sgd_step(variables, X, Y, ARCH_B)
+  _, loss_b, _ = sgd_step(variables, X, Y, ARCH_B)
   assert len(sgd_step.traces) == 1  # the architecture is data: no retrace for the second one
   assert float(loss_a) != float(loss_b)
   ops = SPACE.layer_ops(ARCH_A)

@@ -42,8 +42,7 @@ import numpy as np
 
 from nasjax.errors import NasjaxError
 from nasjax.nn.conv import resolve_conv_impl
-from nasjax.nn.ops import (DepthwiseConv, FactorizedReduce, Impl, Pointwise, Pool, batch_norm, conv,
-                           op_spec)
+from nasjax.nn.ops import DepthwiseConv, FactorizedReduce, Impl, Pointwise, Pool, batch_norm, conv, op_spec
 from nasjax.spaces.enas_macro import ENAS_MACRO_OPS, EnasMacroSpace
 
 _LAYER_PREFIX = "layer_"
@@ -122,7 +121,7 @@ class EnasMacroNetwork(nn.Module):
   impl: Impl = Impl(conv="xla")
 
   @classmethod
-  def for_space(cls, space: Any, *, channels: int = 36, num_classes: int = 10, **kwargs) -> "EnasMacroNetwork":
+  def for_space(cls, space: Any, *, channels: int = 36, num_classes: int = 10, **kwargs) -> EnasMacroNetwork:
     """The network of ``space`` (an ``EnasMacroSpace``) at ``channels`` channels and ``num_classes`` outputs."""
     if not isinstance(space, EnasMacroSpace):
       raise NasjaxError(f"EnasMacroNetwork is built for the enas_macro space; got "
