@@ -12,8 +12,13 @@ tracing + lowering and compilation of the train and eval steps) and times the tr
 CPU time is far less disturbed by other work on a shared machine than wall time, and these are the
 figures behind the cost model of ``nasjax.estimators.train.choose_model``.
 
+A model ``supernet:edge`` or ``supernet:node`` picks the shared network behind ``supernet`` (the edge
+supernet's discrete path or the node-based ``SharedCellNetwork``; ``supernet`` alone: the estimator's
+default for the space); ``--space`` picks the cell space (darts, nasnet, enas_micro).
+
     python benchmarks/estimator_compile.py --models network,supernet --budget 4 --strategy random
     python benchmarks/estimator_compile.py --parts
+    python benchmarks/estimator_compile.py --parts --models supernet:edge,supernet:node
 """
 
 from __future__ import annotations
@@ -38,15 +43,21 @@ def _commit() -> str:
     return "unknown"
 
 
+def _estimator(model: str, space, dataset, cfg):
+  """The estimator of a ``--models`` entry: ``network``, ``supernet`` or ``supernet:edge|node``."""
+  from nasjax.estimators.train import ShortTrainingEstimator
+  model, _, shared = model.partition(":")
+  return ShortTrainingEstimator(space, dataset, cfg, model=model, shared_network=shared or "auto")
+
+
 def _parts(model: str, cfg, dataset, space, steps: int = 8) -> dict:
   """CPU seconds of one candidate's fixed costs and of a train step, for ``model``."""
   import jax
   import jax.numpy as jnp
   from nasjax import train as T
-  from nasjax.estimators.train import ShortTrainingEstimator
 
   cpu = time.process_time
-  estimator = ShortTrainingEstimator(space, dataset, cfg, model=model)
+  estimator = _estimator(model, space, dataset, cfg)
   arch = space.sample(jax.random.key(cfg.seed))
   tx = T.make_optimizer(cfg, estimator.steps_per_epoch)
   candidate = estimator.builder(np.asarray(arch))
@@ -90,6 +101,7 @@ def _parts(model: str, cfg, dataset, space, steps: int = 8) -> dict:
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--models", default="network,supernet")
+  ap.add_argument("--space", default="darts", help="darts, nasnet or enas_micro")
   ap.add_argument("--budget", type=int, default=4)
   ap.add_argument("--strategy", default="random")
   ap.add_argument("--epochs", type=int, default=1)
@@ -105,10 +117,10 @@ def main(argv=None) -> dict:
 
   import jax
   from nasjax import data, search, spaces, strategies
-  from nasjax.estimators.train import ShortTrainingEstimator, short_training_config
+  from nasjax.estimators.train import short_training_config
 
   dataset = data.load_dataset("embedded")
-  space = spaces.get_space("darts")
+  space = spaces.get_space(args.space)
   cfg = short_training_config()
   cfg.update(epochs=args.epochs, channels=args.channels, layers=args.layers, train_subset=args.train_subset,
              seed=args.seed)
@@ -122,7 +134,7 @@ def main(argv=None) -> dict:
       rows.append(_parts(model, cfg, dataset, space))
       print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
       continue
-    estimator = ShortTrainingEstimator(space, dataset, cfg, model=model)
+    estimator = _estimator(model, space, dataset, cfg)
     strategy = strategies.get_strategy(args.strategy, space)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -242,3 +242,47 @@ def test_computes_the_genotype_network_for_a_fixed_architecture(space_name, arch
   assert float(jnp.abs(logits_net).max()) > 1e-3  # not two zero outputs
   other = space.sample(jax.random.key(12))
   assert not np.allclose(np.asarray(both(net_vars, shared_vars, other)[1]), np.asarray(logits_net), atol=1e-3)
+
+
+# ------------------------------------------------------------------------------------ where it is used
+# Two nodes, inputs may repeat, loose ends: what the edge supernet cannot express, small enough to train here.
+TINY_LOOSE = spaces.CellSpace("tiny_loose", ("skip_connect", "conv_1x1"), 2, False, "loose_ends")
+
+
+def test_spos_and_the_short_training_supernet_use_it_where_the_edge_supernet_is_inexact(tiny_dataset):
+  from nasjax import oneshot
+  from nasjax.estimators.train import ShortTrainingEstimator, short_training_config
+  from nasjax.nn.supernet import Supernet
+  from nasjax.oneshot.search import Search
+  enas_micro, darts = spaces.get_space("enas_micro"), spaces.get_space("darts")
+  key = jax.random.key(4)
+  for space, network in ((enas_micro, SharedCellNetwork), (darts, Supernet)):
+    cfg = oneshot.demo_search_config("spos")
+    search = Search(cfg, space, (8, 8, 1), 4, (0.4,), (0.2,), steps_per_epoch=2)
+    assert type(search.net) is network
+    path = search.net_arch(search.weights({}, key, 0))
+    expected = space.sample(key) if network is SharedCellNetwork else dict(zip(("normal", "reduce"),
+                                                                              space.edge_ops(space.sample(key))))
+    jax.tree.map(np.testing.assert_array_equal, path, expected)
+    estimator = ShortTrainingEstimator(space, tiny_dataset, short_training_config(), model="supernet")
+    assert type(estimator.net) is network
+    arch = np.asarray(space.sample(key))
+    extra = estimator._build(arch).extra
+    np.testing.assert_array_equal(extra, arch if network is SharedCellNetwork else space.edge_ops(arch))
+  with pytest.raises(NasjaxError, match="cannot express enas_micro"):
+    ShortTrainingEstimator(enas_micro, tiny_dataset, short_training_config(), shared_network="edge")
+
+
+def test_weight_sharing_estimator_trains_and_scores_the_node_network(tiny_dataset, tmp_path):
+  from nasjax.estimators import registry as R
+  cfg = R.estimator_config("weight_sharing", TINY_LOOSE, preset="demo")
+  cfg.update(epochs=1, batch_size=8, channels=4, layers=2, train_subset=0, eval_batch_size=32, crop_padding=1,
+             rank_batches=1)
+  est = R.build_estimator("weight_sharing", TINY_LOOSE, tiny_dataset, cfg, workdir=str(tmp_path))
+  # Node 0 reads input 1 twice; the same with input 0 and input 1: different cells, different scores.
+  archs = np.asarray([[1, 0, 1, 1, 2, 1, 0, 0] * 2, [0, 0, 1, 1, 2, 1, 0, 0] * 2], np.int32)
+  assert est.jittable
+  vmapped = jax.vmap(est, in_axes=(0, None))(jnp.asarray(archs), jax.random.key(0))["loss"]
+  serial = [float(est(a, jax.random.key(0))["loss"]) for a in archs]
+  np.testing.assert_allclose(np.asarray(vmapped), serial, rtol=1e-5)
+  assert serial[0] != serial[1]

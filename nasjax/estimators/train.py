@@ -9,6 +9,10 @@ Two ways to build the candidate, chosen by ``model``:
   stand-alone network's (the switches and the recomputed edges), and that compile is larger.
 * ``"network"``: the stand-alone ``Network`` of each genotype (only its chosen ops, nothing else). Each
   candidate compiles its own program.
+  On NASNet and ENAS micro, whose nodes may read one input twice and whose cells concatenate their loose
+  ends, the edge supernet's path is not the candidate (``edge_ops`` keeps one op per edge and every node
+  is concatenated), so there the shared model is :class:`~nasjax.nn.cell_network.SharedCellNetwork`,
+  which computes every candidate of the space exactly, also with the architecture as data.
 * ``"auto"`` (default): whichever :func:`choose_model` predicts faster for ``num_candidates`` trainings
   of ``cfg.epochs`` epochs. The choice depends only on the settings, never on a clock, so the same
   settings give the same search on every machine.
@@ -31,6 +35,7 @@ import numpy as np
 
 from nasjax import data as nasdata
 from nasjax.errors import NasjaxError
+from nasjax.nn.cell_network import SharedCellNetwork, edge_supernet_is_exact
 from nasjax.nn.count import count_params
 from nasjax.nn.network import Network
 from nasjax.nn.supernet import Supernet
@@ -60,6 +65,9 @@ def estimation_splits(dataset: nasdata.Dataset, cfg) -> tuple[np.ndarray, np.nda
 
 
 MODELS = ("auto", "network", "supernet")
+# The shared model behind "supernet": the edge supernet's discrete path ("edge", exact for DARTS only), the
+# node-based SharedCellNetwork ("node", exact for every cell space), or "auto" (edge where it is exact).
+SHARED_NETWORKS = ("auto", "edge", "node")
 
 # Costs of the two candidate models in units of one training step of the stand-alone network, measured
 # in CPU seconds by `benchmarks/estimator_compile.py --parts` (DARTS cells, 8 channels, 3 cells, batch 32
@@ -168,12 +176,15 @@ class ShortTrainingEstimator(TrainingEstimator):
 
   def __init__(self, space, dataset: nasdata.Dataset, cfg=None, mesh=None, show_progress=False,
                model: str = "auto", fidelity_epochs: tuple[int, ...] | None = None,
-               num_candidates: int | None = None):
+               num_candidates: int | None = None, shared_network: str = "auto"):
     """``num_candidates``: how many trainings the search will ask for (``model="auto"`` decides with it).
     ``fidelity_epochs`` (e.g. ``(1, 3, 9)``) gives the epochs of each fidelity level, so a
-    multi-fidelity strategy (Hyperband) calls ``estimator(arch, key, fidelity=level)``."""
+    multi-fidelity strategy (Hyperband) calls ``estimator(arch, key, fidelity=level)``.
+    ``shared_network`` picks the shared model of ``model="supernet"`` (:data:`SHARED_NETWORKS`)."""
     if model not in MODELS:
       raise NasjaxError(f"unknown estimator model {model!r}; accepted: {', '.join(MODELS)}")
+    if shared_network not in SHARED_NETWORKS:
+      raise NasjaxError(f"unknown shared network {shared_network!r}; accepted: {', '.join(SHARED_NETWORKS)}")
     if num_candidates is not None and (isinstance(num_candidates, bool) or int(num_candidates) < 1):
       raise NasjaxError(f"num_candidates must be a positive count, got {num_candidates!r}")
     if not hasattr(space, "edge_ops"):
@@ -188,10 +199,23 @@ class ShortTrainingEstimator(TrainingEstimator):
       model = choose_model(num_candidates, epochs * self.steps_per_epoch)
     self.model = model
     self._sample = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
+    if shared_network == "auto":
+      shared_network = "edge" if edge_supernet_is_exact(space) else "node"
+    if shared_network == "edge" and not edge_supernet_is_exact(space):
+      raise NasjaxError(f"the edge supernet cannot express {space.name} architectures (a node reading one input "
+                        "twice, loose-end concatenation); use shared_network 'node' or 'auto'")
+    self.shared_network = shared_network
     if model == "supernet":
-      net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers,
-                               num_classes=dataset.num_classes, affine=True)
-      sample_arch = jnp.zeros((2, space.num_edges), jnp.int32)
+      if shared_network == "edge":
+        net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers,
+                                 num_classes=dataset.num_classes, affine=True)
+        sample_arch = jnp.zeros((2, space.num_edges), jnp.int32)
+        self._to_extra = lambda arch: jnp.asarray(space.edge_ops(jnp.asarray(arch)), jnp.int32)  # noqa: E731
+      else:
+        net = SharedCellNetwork.for_space(space, channels=cfg.channels, layers=cfg.layers,
+                                          num_classes=dataset.num_classes, affine=True)
+        sample_arch = jnp.asarray(space.sample(jax.random.key(0)), jnp.int32)
+        self._to_extra = lambda arch: jnp.asarray(arch, jnp.int32)  # noqa: E731
       self.net = net
       self._supernet_init = lambda key: net.init(key, self._sample, sample_arch, train=True)
       self._supernet_fn = plain_model_fn(net, takes_arch=True)
@@ -199,8 +223,7 @@ class ShortTrainingEstimator(TrainingEstimator):
   def _build(self, arch) -> Model:
     self.space.check(arch)
     if self.model == "supernet":
-      return Model(self._supernet_init, self._supernet_fn,
-                   jnp.asarray(self.space.edge_ops(jnp.asarray(arch)), jnp.int32), self.genotype_params(arch),
+      return Model(self._supernet_init, self._supernet_fn, self._to_extra(arch), self.genotype_params(arch),
                    shared=True)
     return cell_network_model(self.space, arch, self.cfg, self.dataset)
 

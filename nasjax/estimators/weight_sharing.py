@@ -27,6 +27,7 @@ from jax import lax
 
 from nasjax.errors import NasjaxError
 from nasjax.estimators.base import as_estimator
+from nasjax.nn.cell_network import SharedCellNetwork
 from nasjax.nn.ops import BN_MOMENTUM
 from nasjax.spaces.enas_macro import EnasMacroSpace
 from nasjax.spaces.nb201 import NB201Space
@@ -112,8 +113,9 @@ def weight_sharing_estimator(space, supernet, variables: Any, train_batches, val
 
   Args:
     space: a cell space with ``edge_ops`` (DARTS, NASNet, ENAS micro), whose architectures map to the
-      supernet's int32[2, E] op indices, ``NB201Space`` with an ``NB201Network`` as the supernet, or
-      ``EnasMacroSpace`` with an ``EnasMacroNetwork``.
+      supernet's int32[2, E] op indices, or go to a :class:`~nasjax.nn.cell_network.SharedCellNetwork`
+      as they are (exact on NASNet and ENAS micro, where the edge supernet is not); ``NB201Space`` with
+      an ``NB201Network`` as the supernet, or ``EnasMacroSpace`` with an ``EnasMacroNetwork``.
     supernet: the Flax module; ``variables`` its trained ``{"params", "batch_stats"}``.
     train_batches: batches for the BN recalibration (labels optional): a list of ``(x, y)`` or stacked
       ``(x[K, B, H, W, C], y[K, B])``.
@@ -121,7 +123,7 @@ def weight_sharing_estimator(space, supernet, variables: Any, train_batches, val
 
   The result is jitted and deterministic (the key is unused); ``jax.vmap`` over architectures works.
   """
-  if isinstance(space, (NB201Space, EnasMacroSpace)):
+  if isinstance(space, (NB201Space, EnasMacroSpace)) or isinstance(supernet, SharedCellNetwork):
     # Their networks take the space's own encoding.
     to_arch = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
   elif hasattr(space, "edge_ops"):

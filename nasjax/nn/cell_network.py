@@ -146,7 +146,7 @@ class SharedCellNetwork(nn.Module):
   stem_multiplier: int = 3
   affine: bool = True
   impl: Impl = Impl()
-  remat_edges: bool = False
+  remat_edges: bool = True
 
   @classmethod
   def for_space(cls, space, **kwargs) -> "SharedCellNetwork":

@@ -18,6 +18,10 @@ The loop around the step (checkpoints with exact resume and run identity, metric
 progress) is the training engine's (:func:`nasjax.training.run_loop`). Settings and the method registry are
 in :mod:`.configs`, the rules against the skip-connection collapse in :mod:`.anti_collapse`.
 
+SPOS on a cell space whose architectures the edge supernet cannot run as they are (NASNet, ENAS micro: a
+node may read one input twice, the output concatenates the loose ends) trains
+:class:`~nasjax.nn.cell_network.SharedCellNetwork` instead, on the sampled encodings themselves.
+
 On :class:`~nasjax.spaces.NB201Space` the supernet is :class:`~nasjax.nn.nb201_network.NB201Network`
 (BN without affine parameters in the ops, as the benchmark's search cells) with one cell type: the
 architecture parameters, mixing weights and probabilities are ``{"normal": f32[6, 5]}`` and the derived
@@ -39,6 +43,7 @@ import optax
 from nasjax import data as nasdata
 from nasjax.errors import NasjaxError
 from nasjax.estimators.weight_sharing import weight_sharing_estimator
+from nasjax.nn.cell_network import SharedCellNetwork, edge_supernet_is_exact
 from nasjax.nn.init import init_variables
 from nasjax.nn.nb201_network import NB201Network
 from nasjax.nn.ops import Impl
@@ -59,6 +64,12 @@ from nasjax.training import (EpochEnd, Position, Run, check_batch_size, cosine_s
 from nasjax.utils.jit import jit_with_options
 
 
+def uses_node_network(method: str, space) -> bool:
+  """Whether ``method`` trains :class:`~nasjax.nn.cell_network.SharedCellNetwork` on ``space`` instead of the
+  edge supernet: SPOS's sampled paths on a cell space the edge supernet cannot run exactly (NASNet, ENAS micro)."""
+  return method == "spos" and not isinstance(space, NB201Space) and not edge_supernet_is_exact(space)
+
+
 class Search:
   """Everything a one-shot search needs, built once: supernet, method, optimizers, jitted step."""
 
@@ -69,10 +80,19 @@ class Search:
     self.cfg, self.space = cfg, space
     self.method = make_method(cfg, space)
     self.nb201 = isinstance(space, NB201Space)
+    self.node_paths = uses_node_network(self.method.name, space)
+    # The edge supernet takes the method's hard flag (GDAS); the node-based network computes one op per slot.
+    self.net_kwargs = {} if self.node_paths else {"hard": self.method.hard}
     if self.nb201:
       self.ops, self.cells = NB201_OPS, ("normal",)
       self.net = NB201Network(channels=cfg.channels, cells_per_stage=int(cfg.get("cells_per_stage", 5)),
                               num_classes=num_classes, affine=False)
+    elif self.node_paths:
+      self.ops, self.cells = tuple(space.supernet_ops), CELL_TYPES
+      self.net = SharedCellNetwork.for_space(space, channels=cfg.channels, layers=cfg.layers,
+                                             num_classes=num_classes, stem_multiplier=cfg.stem_multiplier,
+                                             affine=False, impl=Impl(depthwise=cfg.dw_impl),
+                                             remat_edges=cfg.remat_edges)
     else:
       self.ops, self.cells = tuple(space.supernet_ops), CELL_TYPES
       self.net = Supernet.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
@@ -119,17 +139,20 @@ class Search:
     if self.nb201:
       arch = self.method.init_arch(arch_key, len(self.space.edges), len(self.ops), cells=self.cells)
     else:
-      arch = self.method.init_arch(arch_key, self.net.num_edges, len(self.ops))
+      arch = self.method.init_arch(arch_key, self.space.num_edges, len(self.ops))
     # Only the shapes of the mixing weights matter for building the variables.
     probe = self.net_arch(self.method.mix(arch, probe_key, 0.0))
-    variables = init_variables(self.net, init_key(seed), x, probe, train=False, hard=self.method.hard)
+    variables = init_variables(self.net, init_key(seed), x, probe, train=False, **self.net_kwargs)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}), "arch": arch,
             "weight_opt": self.weight_tx.init(variables["params"]), "arch_opt": self.arch_tx.init(arch),
             "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(loop_key)}
 
   # ------------------------------------------------------------------------------------------ losses
   def net_arch(self, weights):
-    """The supernet's architecture argument: the mixing weights dict, or NB201's one cell type alone."""
+    """The supernet's architecture argument: the mixing weights dict, NB201's one cell type alone, or the
+    space's encoding (normal then reduce) for the node-based network."""
+    if self.node_paths:
+      return jnp.concatenate([weights[c] for c in CELL_TYPES])
     return weights["normal"] if self.nb201 else weights
 
   def weights(self, arch, key, step):
@@ -143,7 +166,7 @@ class Search:
 
   def loss(self, params, batch_stats, weights, x, y):
     logits, updates = self.net.apply({"params": params, "batch_stats": batch_stats}, x, self.net_arch(weights),
-                                     train=True, hard=self.method.hard, mutable=["batch_stats"])
+                                     train=True, mutable=["batch_stats"], **self.net_kwargs)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, (updates["batch_stats"], logits)
 
@@ -236,7 +259,7 @@ class Search:
     x = nasdata.normalize(x, self.mean, self.std)
     weights = self.weights(state["arch"], jax.random.key(0), state["step"])
     logits = self.net.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x,
-                            self.net_arch(weights), train=False, hard=self.method.hard)
+                            self.net_arch(weights), train=False, **self.net_kwargs)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = jnp.argmax(logits, -1) == y
     return jnp.sum(losses * mask), jnp.sum(correct * mask), jnp.sum(mask)
@@ -314,6 +337,9 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
   # The data's content, not its name or path: a resume on a regenerated subset of the same name is refused.
   identity = dict(identity or {}, config=cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg),
                   space=space.name, dataset=dataset.fingerprint)
+  if uses_node_network(cfg.method, space):
+    # Checkpoints of the edge supernet that SPOS trained on these spaces before are another run.
+    identity["shared_network"] = "SharedCellNetwork"
   run = None
   if workdir is not None:
     # Numbered by step: checkpoints inside an epoch carry its running sums, so a resumed epoch's means are exact.

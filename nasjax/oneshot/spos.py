@@ -7,6 +7,11 @@ supernet (the discrete mode of :class:`~nasjax.nn.supernet.Supernet`, or of the 
 op, ``none`` included, is drawn with probability 1/5 as the benchmark's space allows). There are no architecture
 parameters: the trained supernet then ranks architectures for any discrete strategy through the
 weight-sharing estimator.
+
+On NASNet and ENAS micro the edge supernet cannot run a sampled architecture as it is (a node reading one
+input twice, loose-end concatenation), so there the path is the sampled encoding itself, one
+``int32[num_nodes * 4]`` per cell type, for :class:`~nasjax.nn.cell_network.SharedCellNetwork` (which
+:class:`~nasjax.oneshot.search.Search` builds for SPOS on those spaces).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
+from nasjax.nn.cell_network import edge_supernet_is_exact
 from nasjax.oneshot.method import CELL_TYPES, Method
 from nasjax.spaces.nb201 import NB201_OPS, NB201Space
 
@@ -29,10 +35,13 @@ def spos(space) -> Method:
     del key, num_edges, num_ops
     return {}
 
+  node_paths = not edge_supernet_is_exact(space)
+
   def mix(arch_params, key, progress):
     del arch_params, progress
-    edges = space.edge_ops(space.sample(key))
-    return dict(zip(CELL_TYPES, edges))
+    arch = space.sample(key)
+    # The node-based network takes each cell's own [input_a, op_a, input_b, op_b] rows (see the module doc).
+    return dict(zip(CELL_TYPES, arch.reshape(2, -1) if node_paths else space.edge_ops(arch)))
 
   def probabilities(arch_params):
     # No learned belief: uniform over the ops of the space (the supernet's op 0 is 'none').
