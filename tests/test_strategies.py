@@ -290,6 +290,9 @@ ALL_NB201 = {
                                                          batch_size=2),
     "successive_halving": dict(resources=(1, 3), eta=2, num_configs=4),
     "hyperband": dict(resources=(1, 3), eta=2), "reinforce": dict(batch_size=2, entropy_weight=0.01),
+    "controller": dict(batch_size=2, lstm_size=16),
+    # One objective here (the contract's float[P] fitness); two objectives: tests/test_pareto.py.
+    "nsga2": dict(population_size=4, offspring_size=2, num_objectives=1),
 }
 
 

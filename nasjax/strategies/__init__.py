@@ -14,6 +14,8 @@ bayesopt                  GP with a Hamming kernel + EI / UCB (NASBOT 2018, BANA
 successive_halving        multi-fidelity (Jamieson & Talwalkar, AISTATS 2016)
 hyperband                 multi-fidelity (Li et al., JMLR 2018)
 reinforce                 policy gradient (Williams 1992; NAS-Bench-201 baseline)
+controller                LSTM controller, REINFORCE (NAS-RL, Zoph & Le 2017; ENAS, Pham et al. 2018)
+nsga2                     multi-objective evolution (Deb et al., IEEE TEVC 2002); fitness float[P, M]
 ========================  ===================================================================
 
 ``get_strategy(name, space, **options)`` builds one by name.
@@ -27,10 +29,12 @@ from typing import Any, Callable
 from nasjax.errors import NasjaxError
 from nasjax.strategies.base import Strategy, asked_fidelity, clean_fitness
 from nasjax.strategies.bayesopt import bayesopt
+from nasjax.strategies.controller import controller
 from nasjax.strategies.evolution import regularized_evolution
 from nasjax.strategies.grid import grid_search
 from nasjax.strategies.hyperband import geometric_resources, hyperband, hyperband_brackets, successive_halving
 from nasjax.strategies.local_search import local_search
+from nasjax.strategies.nsga2 import nsga2
 from nasjax.strategies.random_search import random_search
 from nasjax.strategies.reinforce import reinforce
 
@@ -43,11 +47,14 @@ _REGISTRY: dict[str, Callable[..., Strategy]] = {
     "successive_halving": successive_halving,
     "hyperband": hyperband,
     "reinforce": reinforce,
+    "controller": controller,
+    "nsga2": nsga2,
 }
 _ALIASES = {"grid_search": "grid", "random_search": "random", "rs": "random", "evolution": "regularized_evolution",
             "re": "regularized_evolution", "rea": "regularized_evolution", "ls": "local_search",
             "bo": "bayesopt", "bayesian_optimization": "bayesopt", "sh": "successive_halving",
-            "hb": "hyperband"}
+            "hb": "hyperband", "lstm": "controller", "enas_controller": "controller", "nasrl_controller": "controller",
+            "nsga_ii": "nsga2"}
 
 STRATEGY_NAMES = tuple(_REGISTRY)
 STRATEGY_ALIASES = dict(_ALIASES)
@@ -77,5 +84,5 @@ def get_strategy(name: str, space: Any, **kwargs: Any) -> Strategy:
 __all__ = [
     "Strategy", "asked_fidelity", "clean_fitness", "get_strategy", "STRATEGY_NAMES", "grid_search",
     "random_search", "regularized_evolution", "local_search", "bayesopt", "successive_halving", "hyperband",
-    "geometric_resources", "hyperband_brackets", "reinforce",
+    "geometric_resources", "hyperband_brackets", "reinforce", "controller", "nsga2",
 ]
