@@ -248,7 +248,7 @@ def _numbers(values: Any, m: int, what: str) -> tuple[float, ...] | None:
   except (TypeError, ValueError):
     out = ()
   if len(out) != m or not all(math.isfinite(v) for v in out):
-    raise NasjaxError(f"{what} must be {m} finite numbers, one per objective; got {values!r}")
+    raise NasjaxError(f"{what} must be {m} finite number(s), one per objective; got {values!r}")
   return out
 
 
