@@ -11,8 +11,10 @@ Two formats of the same inference function, ``images -> logits`` for a batch of 
 The function is the network in inference mode: BatchNorm uses its running statistics (not folded into the
 convolutions, so the exported program computes exactly what ``nasjax eval`` computes), no drop-path, no
 auxiliary head. Its input is the network's input, i.e. images normalised as in training
-(``(x - mean) / std`` of the training data). The ops are written with XLA's own primitives (grouped
-depthwise convolutions, :data:`nasjax.nn.ops.XLA_IMPL`), the form ONNX has operators for; every
+(``(x - mean) / std`` of the training data). The StableHLO program writes the ops as nasjax runs them on
+the exporting backend (on a CPU, depthwise convolutions as shifted slices: XLA:CPU runs its grouped
+convolutions several times slower); the ONNX graph writes them with XLA's own primitives
+(:data:`nasjax.nn.ops.XLA_IMPL`: grouped convolutions), the form ONNX has operators for. Every
 implementation choice of :class:`~nasjax.nn.ops.Impl` computes the same function of the same parameters.
 """
 
@@ -45,8 +47,8 @@ class TrainedNetwork:
 
   Attributes:
     genotype: the trained cells (:class:`nasjax.spaces.Genotype`).
-    network: the :class:`~nasjax.nn.network.Network` without its auxiliary head, written with XLA's
-      primitives.
+    network: the :class:`~nasjax.nn.network.Network` without its auxiliary head, in the implementation
+      nasjax runs on this backend.
     variables: ``{"params", "batch_stats"}`` of the newest checkpoint (the auxiliary head left out).
     input_shape: (H, W, C) of the training images.
     num_classes: classifier outputs.
@@ -59,9 +61,10 @@ class TrainedNetwork:
   num_classes: int
   epoch: int
 
-  def forward(self, x):
-    """Logits of the normalised NHWC images ``x`` in inference mode."""
-    return self.network.apply(self.variables, x, train=False)[0]
+  def forward(self, x, network=None):
+    """Logits of the normalised NHWC images ``x`` in inference mode (``network``: another implementation of
+    the same network)."""
+    return (network or self.network).apply(self.variables, x, train=False)[0]
 
 
 def _describe(tree) -> dict:
@@ -125,18 +128,28 @@ def load_trained(checkpoint_dir: str, input_shape: tuple[int, int, int] | None =
   params = {k: v for k, v in state["params"].items() if k != AUX_NAME}
   num_classes = int(np.shape(params.get("classifier", {}).get("kernel", np.zeros((0, 0))))[-1])
   network = Network(genotype, cfg.channels, cfg.layers, max(1, num_classes), auxiliary=False,
-                    stem=cfg.get("stem", "cifar"), impl=XLA_IMPL, scan_cells=False)
-  try:
-    expected = abstract_variables(network, input_shape)
-  except NasjaxError:
-    raise
-  except Exception as e:  # e.g. an input too small for the network's strides
-    raise NasjaxError(f"the network of {result_path} cannot take input shape {tuple(input_shape)} "
-                      f"({type(e).__name__}: {str(e)[:200]})") from None
+                    stem=cfg.get("stem", "cifar"))
   variables = {"params": params, "batch_stats": state.get("batch_stats", {})}
-  want = {**_describe({"params": expected["params"]}), **_describe({"batch_stats": expected.get("batch_stats", {})})}
   got = _describe(variables)
-  if want != got:
+  # A run of identical cells trained as one nn.scan (the default on accelerators) stores stacked variables:
+  # the checkpoint has one of the two layouts, and the exported network takes the one it has.
+  for scan in (False, True):
+    try:
+      expected = abstract_variables(network.clone(impl=XLA_IMPL, scan_cells=scan), input_shape)
+    except NasjaxError:
+      raise
+    except Exception as e:  # e.g. an input too small for the network's strides
+      raise NasjaxError(f"the network of {result_path} cannot take input shape {tuple(input_shape)} "
+                        f"({type(e).__name__}: {str(e)[:200]})") from None
+    want = {**_describe({"params": expected["params"]}),
+            **_describe({"batch_stats": expected.get("batch_stats", {})})}
+    if want == got:
+      network = network.clone(scan_cells=scan)
+      break
+    if not scan:
+      unrolled = want
+  else:
+    want = unrolled
     missing = sorted(set(want) - set(got))
     extra = sorted(set(got) - set(want))
     shapes = sorted(k for k in set(want) & set(got) if want[k] != got[k])
@@ -167,12 +180,15 @@ def to_stablehlo(trained: TrainedNetwork) -> bytes:
 
 def to_onnx(trained: TrainedNetwork) -> bytes:
   """The ONNX model (serialised ``ModelProto``) of :meth:`TrainedNetwork.forward` for a dynamic batch size."""
+  from nasjax.nn.ops import XLA_IMPL
   check_onnx_ops(trained.genotype)
   if importlib.util.find_spec("jax2onnx") is None:
     raise NasjaxError("--format onnx needs jax2onnx and onnx: pip install 'nasjax[export]'")
   from jax2onnx import to_onnx as jax_to_onnx
+  onnx_network = trained.network.clone(impl=XLA_IMPL)
   try:
-    model = jax_to_onnx(trained.forward, [("batch",) + tuple(trained.input_shape)], model_name="nasjax_network")
+    model = jax_to_onnx(lambda x: trained.forward(x, onnx_network), [("batch",) + tuple(trained.input_shape)],
+                        model_name="nasjax_network")
   except Exception as e:  # the converter's own errors name the primitive it cannot write
     raise NasjaxError(f"ONNX conversion failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
   # jax2onnx annotates some intermediate values with NHWC shapes where its graph holds NCHW; onnxruntime
