@@ -159,6 +159,8 @@ LONG_TESTS = (
     "test_train_cli.py::test_data_parallel_step_equals_single_device",  # ~13
     "test_export.py::test_onnx_round_trip",  # ~10: jax2onnx's first conversion
     "test_estimator_registry.py::test_train_on_nb201_compiles_one_program_for_all_candidates",  # ~12
+    "test_cell_network.py::test_one_compiled_program_for_every_architecture",  # ~12 (the module's step)
+    "test_cell_network.py::test_computes_the_genotype_network_for_a_fixed_architecture",  # ~10 each
     "test_crash_safety.py::test_retraining_resumes_exactly_from_a_checkpoint_inside_an_epoch",  # ~11
     "test_bad_input.py::test_refused_restore_exits_cleanly",  # ~10 (a subprocess)
 )
