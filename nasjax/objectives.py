@@ -258,6 +258,10 @@ def metric_names(estimator: Callable, num_decisions: int | None) -> tuple[str, .
   declared = getattr(estimator, "metric_names", None)
   if declared is not None:
     return tuple(declared)
+  parts = getattr(estimator, "estimators", None)  # a merged estimator (objective_metrics.with_metrics)
+  if parts is not None:
+    names = [metric_names(part, num_decisions) for part in parts]
+    return None if any(n is None for n in names) else tuple(dict.fromkeys(n for group in names for n in group))
   if not getattr(estimator, "jittable", False) or num_decisions is None:
     return None
   try:

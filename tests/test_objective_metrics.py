@@ -112,3 +112,15 @@ def test_peak_activation_estimate_where_the_backend_has_no_memory_analysis(monke
   # Five intermediate [8, 64] float32 values (three products, two tanh), no buffer reuse counted.
   assert peak_activation_bytes(f, jnp.ones((64, 64)), jnp.ones((8, 64))) == (5 * 8 * 64 * 4,
                                                                              "jaxpr_intermediates_sum")
+
+
+def test_device_metrics_merged_with_a_table_are_known_before_anything_is_measured():
+  space = spaces.get_space("nb201")
+  table = as_estimator(lambda a, k: {"accuracy": jnp.sum(a) * 1.0, "latency_s": jnp.float32(0.01)}, jittable=True)
+  merged = with_metrics(table, forward_estimator(space))
+  assert not merged.jittable  # the device half runs on the host
+  names = metric_names(merged, space.num_decisions)
+  assert {"accuracy", "latency_s", "latency_batch_s", "peak_activation_bytes"} <= set(names)
+  make_objectives("accuracy,peak_activation_bytes:min").check_metrics(names)
+  with pytest.raises(NasjaxError, match="forward_estimator builds networks for the NB201 space"):
+    forward_estimator(spaces.get_space("macro"))

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
+from nasjax.estimators.base import FunctionEstimator
 from nasjax.estimators.cost import measure_latency_ms
 
 # Hendrycks & Dietterich (2019), CIFAR-10-C parameters per severity 1..5 (images in [0, 1]).
@@ -78,6 +79,10 @@ def _equations(jaxpr):
       yield from _equations(sub if hasattr(sub, "eqns") else sub.jaxpr)
 
 
+FORWARD_METRICS = ("latency_s", "latency_batch_s", "latency_batch_size", "peak_activation_bytes",
+                   "peak_activation_source")
+
+
 def forward_metrics(apply_fn: Callable, variables: Any, input_shape: Sequence[int], *, batch_size: int = 64,
                     runs: int = 10, warmup: int = 2) -> dict:
   """``latency_s`` (batch 1), ``latency_batch_s`` (``batch_size``), ``peak_activation_bytes`` (at
@@ -96,7 +101,7 @@ def forward_metrics(apply_fn: Callable, variables: Any, input_shape: Sequence[in
 
 def forward_estimator(space, *, input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10,
                       channels: int | None = None, layers: int | None = None, batch_size: int = 64,
-                      runs: int = 10, warmup: int = 2) -> Callable:
+                      runs: int = 10, warmup: int = 2) -> DeclaredEstimator:
   """``(arch, key) -> {"latency_s", "latency_batch_s", "peak_activation_bytes", ...}`` on this device (host).
 
   The network of an architecture is the one :func:`nasjax.estimators.cost.cost_estimator` builds (NB201:
@@ -134,9 +139,16 @@ def forward_estimator(space, *, input_shape: Sequence[int] = (32, 32, 3), num_cl
 
     return forward_metrics(apply, zeros, shape, batch_size=batch_size, runs=runs, warmup=warmup)
 
-  estimate.metric_names = ("latency_s", "latency_batch_s", "latency_batch_size", "peak_activation_bytes",
-                           "peak_activation_source")
-  return estimate
+  return DeclaredEstimator(estimate, "device", FORWARD_METRICS)
+
+
+class DeclaredEstimator(FunctionEstimator):
+  """A host (not jittable) estimator that says which metrics it returns (``metric_names``), so objectives
+  naming them are checked before a search runs."""
+
+  def __init__(self, fn: Callable, name: str, metric_names: Sequence[str]):
+    super().__init__(fn, False, 1, name)
+    object.__setattr__(self, "metric_names", tuple(metric_names))
 
 
 class MergedEstimator:
@@ -278,5 +290,5 @@ def robustness_metrics(model_fn: Callable, variables: Any, images: jax.Array, la
   return out
 
 
-__all__ = ["CORRUPTIONS", "MergedEstimator", "corrupt", "fgsm", "forward_estimator", "forward_metrics",
+__all__ = ["CORRUPTIONS", "DeclaredEstimator", "FORWARD_METRICS", "MergedEstimator", "corrupt", "fgsm", "forward_estimator", "forward_metrics",
            "peak_activation_bytes", "pgd", "robustness_metrics", "with_metrics"]
