@@ -97,7 +97,8 @@ def main(argv=None) -> int:
   ap.add_argument("--population", type=int, default=50, help="NSGA-II's mu (= lambda); random's batch")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--no-seed-noise", action="store_true", help="query seed means instead of one seed")
-  ap.add_argument("--json", default=None, help="result file (default benchmarks/results/nb201_pareto_<backend>_<date>.json)")
+  ap.add_argument("--json", default=None,
+                  help="result file (default benchmarks/results/nb201_pareto_<backend>_<date>.json)")
   args = ap.parse_args(argv)
   try:
     if args.seeds < 1 or args.budget < 1 or args.population < 2:

@@ -72,7 +72,7 @@ def test_fgsm_and_pgd_flip_a_linear_classifier_within_epsilon_of_its_boundary():
   brightness = jnp.array([0.48, 0.52, 0.47, 0.53])
   images = jnp.broadcast_to(brightness[:, None, None, None], (4, 6, 6, 1))
   labels = jnp.array([0, 1, 0, 1])
-  logits = lambda x: model_fn(variables, x, train=False, rng=None, drop_path_prob=0.0, extra=None)[0]  # noqa: E731
+  logits = lambda x: model_fn(variables, x, train=False, rng=None, drop_path_prob=0.0, extra=None)[0]
   assert float(jnp.mean(jnp.argmax(logits(fgsm(logits, images, labels, 0.04)), 1) == labels)) == 0.0
   assert float(jnp.mean(jnp.argmax(logits(fgsm(logits, images, labels, 0.01)), 1) == labels)) == 1.0
   adv = pgd(logits, images, labels, jax.random.key(0), 0.04, steps=5)

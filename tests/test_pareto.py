@@ -201,7 +201,8 @@ def test_constrained_search_tells_infeasible_as_nan_and_reports_only_feasible(tm
   objectives = make_objectives("acc:max", constraints=[f"lat<={bound}"])
   evolution = jitted(strategies.get_strategy("regularized_evolution", NB201, population_size=8, tournament_size=3,
                                              batch_size=4))
-  out = search.run(evolution, est, 40, jax.random.key(2), objectives=objectives, show_progress=False, workdir=str(tmp_path))
+  out = search.run(evolution, est, 40, jax.random.key(2), objectives=objectives, show_progress=False,
+                   workdir=str(tmp_path))
   feasible = [r["feasible"] for r in out["history"]]
   assert all(f == (r["metrics"]["lat"] <= bound) for f, r in zip(feasible, out["history"]))
   assert 0 < sum(feasible) < 40
@@ -214,7 +215,8 @@ def test_constrained_search_tells_infeasible_as_nan_and_reports_only_feasible(tm
   summary = out["pareto"]
   assert summary["num_feasible"] == sum(feasible) and len(summary["front"]) == 1
   # Resumed from the log: the same history.
-  again = search.run(evolution, est, 40, jax.random.key(2), objectives=objectives, show_progress=False, workdir=str(tmp_path))
+  again = search.run(evolution, est, 40, jax.random.key(2), objectives=objectives, show_progress=False,
+                     workdir=str(tmp_path))
   assert [r["arch"] for r in again["history"]] == [r["arch"] for r in out["history"]]
 
 

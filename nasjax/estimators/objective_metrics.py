@@ -290,5 +290,6 @@ def robustness_metrics(model_fn: Callable, variables: Any, images: jax.Array, la
   return out
 
 
-__all__ = ["CORRUPTIONS", "DeclaredEstimator", "FORWARD_METRICS", "MergedEstimator", "corrupt", "fgsm", "forward_estimator", "forward_metrics",
+__all__ = ["CORRUPTIONS", "DeclaredEstimator", "FORWARD_METRICS", "MergedEstimator", "corrupt", "fgsm",
+           "forward_estimator", "forward_metrics",
            "peak_activation_bytes", "pgd", "robustness_metrics", "with_metrics"]

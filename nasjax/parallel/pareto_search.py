@@ -76,7 +76,7 @@ def make_pareto_search(strategy: Strategy, estimator: Callable, objectives: Obje
     init_key, loop_key = jax.random.split(key)
     _, out = jax.lax.scan(round_seed, (strategy.init(init_key), loop_key), jnp.arange(rounds, dtype=jnp.int32))
     archs, values, ok, made, extra = out
-    flat = lambda x: x.reshape((rounds * batch,) + x.shape[2:])  # noqa: E731 - [R, P, ...] -> [T, ...]
+    flat = lambda x: x.reshape((rounds * batch,) + x.shape[2:])  # [R, P, ...] -> [T, ...]
     return ParetoHistory(flat(archs), flat(values), flat(ok), flat(made), {k: flat(v) for k, v in extra.items()})
 
   return jax.jit(jax.vmap(one_seed))

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
-from nasjax.strategies.base import Strategy, check_float, check_int, check_space, initial_best, sample_batch, update_best
+from nasjax.strategies.base import (Strategy, check_float, check_int, check_space, initial_best, sample_batch,
+                                    update_best)
 from nasjax.strategies.pareto import rank_and_crowding_order, valid_rows
 
 
