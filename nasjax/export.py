@@ -80,11 +80,12 @@ def load_trained(checkpoint_dir: str, input_shape: tuple[int, int, int] | None =
   Raises :class:`NasjaxError` for a directory that is not one, a checkpoint of another genotype or whose
   arrays do not fit the network of its genotype.
   """
+  import orbax.checkpoint as ocp
+
   from nasjax import train
   from nasjax.cli import resolve_genotype
   from nasjax.nn.network import AUX_NAME, Network, abstract_variables
   from nasjax.nn.ops import XLA_IMPL
-  import orbax.checkpoint as ocp
 
   result_path = os.path.join(checkpoint_dir, "result.json")
   ckpt_dir = os.path.join(os.path.abspath(checkpoint_dir), "checkpoints")

@@ -157,6 +157,7 @@ def test_every_checked_onnx_op_converts_exactly():
   pytest.importorskip("jax2onnx")
   ort = pytest.importorskip("onnxruntime")
   from jax2onnx import to_onnx
+
   from nasjax.nn.ops import XLA_IMPL, OpConfig, make_op
   x = np.random.default_rng(3).normal(size=(2, 8, 8, 4)).astype(np.float32)
   for op in export.ONNX_OPS:

@@ -8,13 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_oneshot import TINY_SPACE, tiny_config
 
 from nasjax.errors import NasjaxError
 from nasjax.oneshot import run_search
 from nasjax.oneshot.cost import budget_penalty, derived_cost, expected_cost
 from nasjax.oneshot.latency import LatencyTable
 from nasjax.oneshot.search import Search
-from test_oneshot import TINY_SPACE, tiny_config
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py), which
 # slows the measured ops alike; the orderings below hold by a wide margin either way.

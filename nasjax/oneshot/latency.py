@@ -24,8 +24,8 @@ import math
 import os
 
 import jax
-import jaxlib
 import jax.numpy as jnp
+import jaxlib
 
 from nasjax.errors import NasjaxError
 from nasjax.nn.conv import resolve_conv_impl
