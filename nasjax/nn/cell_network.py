@@ -1,7 +1,7 @@
 """The shared cell network of ENAS micro: one set of weights, any architecture of a cell space, exactly.
 
 Pham, Guan, Zoph, Le & Dean, "Efficient Neural Architecture Search via Parameter Sharing", ICML 2018
-(section 2.3 and 3.2, the micro search space): every architecture of the space is a path through one
+(the convolutional-cell, "micro", search space): every architecture of the space is a path through one
 network whose weights all architectures share; node ``i`` of a cell is ``op_a(input_a) + op_b(input_b)``
 with both inputs and both ops chosen by the architecture, and the cell output concatenates the loose
 ends (the nodes no other node reads). :class:`SharedCellNetwork` does this for any
