@@ -285,6 +285,8 @@ def test_registry_strategies_vmapped_equal_loop(table, name):
   from nasjax.strategies import get_strategy
   est = NB201TabularEstimator(table, seed_noise=True)
   kwargs = {"resources": est.fidelity_epochs} if name in ("hyperband", "successive_halving") else {}
+  if name == "nsga2":
+    kwargs = {"num_objectives": 1}  # the drivers here tell one fitness; two objectives: tests/test_pareto.py
   strategy = get_strategy(name, SPACE, **kwargs)
   keys = jax.random.split(jax.random.key(21), 4)
   device = run_on_device(strategy, est, 12, keys)
