@@ -437,11 +437,14 @@ def cmd_search_discrete(args) -> dict:
         spec, space, dataset, cfg, num_candidates=budget * (len(resources) if resources else 1),
         fidelity_resources=resources, workdir=args.out, show_progress=not args.quiet)
 
+  if args.device_metrics and strategy.num_fidelities > 1:
+    raise NasjaxError(f"--device-metrics measures full networks; it does not combine with the multi-fidelity "
+                      f"strategy {strategy.name}")
   if registry.uses_workdir(spec):
     result_path = _prepare_out(args.out, args.force, resumable=True)
-    estimator = build()
+    estimator = _with_device_metrics(build(), args, space, dataset, cfg)
   else:  # built (a table read and checked) before the directory is made: bad input leaves nothing behind
-    estimator = build()
+    estimator = _with_device_metrics(build(), args, space, dataset, cfg)
     if objectives is not None:
       from nasjax.objectives import metric_names
       objectives.check_metrics(metric_names(estimator, space.num_decisions), f"estimator {spec.kind}")
@@ -451,6 +454,8 @@ def cmd_search_discrete(args) -> dict:
               "config": config_to_dict(cfg)}
   if objectives is not None:
     identity["objectives"] = objectives.describe()
+  if args.device_metrics:
+    identity["device_metrics"] = True
   out = search.run(strategy, estimator, budget, jax.random.key(cfg.seed), workdir=args.out, identity=identity,
                    fitness_key=spec.fitness_key, show_progress=not args.quiet, to_string=space.to_string,
                    executor=executor, objectives=objectives)
@@ -474,6 +479,21 @@ def cmd_search_discrete(args) -> dict:
           "fidelity": best.get("fidelity"), "config": config_to_dict(cfg), "num_evaluated": len(out["history"]),
           "ranking": sorted(([r["metrics"].get(spec.fitness_key), r["genotype"]] for r in ok), reverse=True),
           **extra, "_result_path": result_path}
+
+
+def _with_device_metrics(estimator, args, space, dataset, cfg):
+  """With --device-metrics, ``estimator`` merged with each candidate's forward pass measured on this device
+  (nasjax.estimators.objective_metrics.forward_estimator: latency_s, latency_batch_s,
+  peak_activation_bytes), for the network of the estimator's settings; the estimator's own metrics win
+  on a shared name (the NB201 table's latency_s)."""
+  if not args.device_metrics:
+    return estimator
+  from nasjax.estimators.objective_metrics import forward_estimator, with_metrics
+  layers = cfg.get("layers", cfg.get("cells_per_stage"))
+  forward = forward_estimator(space, input_shape=tuple(dataset.input_shape) if dataset is not None else (32, 32, 3),
+                              num_classes=dataset.num_classes if dataset is not None else 10,
+                              channels=cfg.get("channels"), layers=layers, batch_size=int(cfg.get("batch_size", 64)))
+  return with_metrics(estimator, forward)
 
 
 def _objectives(args, spec):
@@ -622,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--reference", default=None, metavar="V1,V2,...",
                  help="hypervolume reference point in the objectives' raw values (default: the worst value of "
                       "each over the feasible evaluations)")
+  s.add_argument("--device-metrics", action="store_true",
+                 help="also measure each candidate's forward pass on this device: latency_s (batch 1), "
+                      "latency_batch_s (--batch-size), peak_activation_bytes; usable as --objectives")
   s.add_argument("--method", default=None,
                  help="one-shot method: " + ", ".join(ONESHOT_METHODS) + " (on nb201 all but pcdarts); a strategy "
                       "name here is the same as --strategy")
