@@ -59,3 +59,15 @@ def test_objective_mistakes_are_refused_before_anything_is_written(capsys, tmp_p
   rc, err = run(capsys, "--estimator", f"tabular:{nb201_table}", "--num-archs", "4", "--out", str(out), *args)
   assert rc == 2 and message in err and err.count("\n") == 1, err
   assert not out.exists()
+
+
+@pytest.mark.slow
+def test_device_metrics_become_objectives(capsys, tmp_path, nb201_table):
+  out = tmp_path / "run"
+  rc, err = run(capsys, "--strategy", "nsga2", "--estimator", f"tabular:{nb201_table}", "--device-metrics",
+                "--objectives", "accuracy:max,peak_activation_bytes:min", "--strategy-option", "population_size=2",
+                "--num-archs", "2", "--out", str(out))
+  assert rc == 0, err
+  log = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+  assert all(r["metrics"]["peak_activation_bytes"] > 0 and r["metrics"]["latency_batch_s"] > 0 for r in log)
+  assert json.loads((out / "result.json").read_text())["pareto"]["front"]
