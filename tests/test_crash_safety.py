@@ -60,7 +60,7 @@ def test_retraining_resumes_exactly_from_a_checkpoint_inside_an_epoch(tmp_path, 
 # --------------------------------------------------------------------------------------------------
 # the SIGKILL harness (slow)
 
-TIMING_KEYS = {"seconds", "finished", "versions", "images_per_s", "steady_s_per_step"}
+TIMING_KEYS = {"seconds", "finished", "versions", "images_per_s", "steady_s_per_step", "cost_s"}
 
 
 def without_timings(value):
