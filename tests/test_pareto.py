@@ -175,10 +175,10 @@ def test_nsga2_jit_equals_eager_and_device_seeds_equal_host_runs():
 
 def test_nsga2_refuses_fitness_of_the_wrong_shape():
   strategy = nsga2(NB201, population_size=4, num_objectives=3)
-  state = strategy.init(jax.random.key(0))
-  archs, state = strategy.ask(state, jax.random.key(1))
+  state = jax.jit(strategy.init)(jax.random.key(0))
+  archs, state = jax.jit(strategy.ask)(state, jax.random.key(1))
   with pytest.raises(NasjaxError, match=r"num_objectives=3 is told fitness of shape \[P, 3\]"):
-    strategy.tell(state, archs, jnp.zeros((archs.shape[0], 2)))
+    jax.jit(strategy.tell)(state, archs, jnp.zeros((archs.shape[0], 2)))  # refused while tracing
 
 
 # ------------------------------------------------------------------------------------- scalarised, constrained
@@ -186,11 +186,11 @@ def test_scalarized_tells_the_wrapped_strategy_the_weighted_sum():
   base = strategies.get_strategy("regularized_evolution", NB201, population_size=4, tournament_size=2)
   wrapped = scalarized(base, (1.0, 10.0))
   assert wrapped.num_objectives == 2
-  state = base.init(jax.random.key(0))
-  archs, state = base.ask(state, jax.random.key(1))
+  state = jax.jit(base.init)(jax.random.key(0))
+  archs, state = jax.jit(base.ask)(state, jax.random.key(1))
   fitness = jnp.array([[0.5, -0.01]] * archs.shape[0])
-  a = wrapped.tell(state, archs, fitness)
-  b = base.tell(state, archs, fitness @ jnp.array([1.0, 10.0]))
+  a = jax.jit(wrapped.tell)(state, archs, fitness)
+  b = jax.jit(base.tell)(state, archs, fitness @ jnp.array([1.0, 10.0]))
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
   assert float(a["best_fitness"]) == pytest.approx(0.4)
 
