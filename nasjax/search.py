@@ -336,6 +336,9 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
           # The log diverged from this run (another key or strategy); never silently mix the two.
           raise NasjaxError(f"{log_path} does not match this search at evaluation {i}; use another --out")
         batch[j] = done[i]
+        if objectives is not None:  # from these objectives, whatever the log was written with
+          batch[j]["objectives"] = objectives.values(done[i]["metrics"])
+          batch[j]["feasible"] = objectives.feasible(done[i]["metrics"])
         bar.update(1)
       else:
         pending.append(j)
