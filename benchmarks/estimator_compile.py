@@ -14,7 +14,7 @@ figures behind the cost model of ``nasjax.estimators.train.choose_model``.
 
 A model ``supernet:edge`` or ``supernet:node`` picks the shared network behind ``supernet`` (the edge
 supernet's discrete path or the node-based ``SharedCellNetwork``; ``supernet`` alone: the estimator's
-default for the space); ``--space`` picks the cell space (darts, nasnet, enas_micro).
+default, node); ``--space`` picks the cell space (darts, nasnet, enas_micro).
 
     python benchmarks/estimator_compile.py --models network,supernet --budget 4 --strategy random
     python benchmarks/estimator_compile.py --parts
@@ -47,7 +47,7 @@ def _estimator(model: str, space, dataset, cfg):
   """The estimator of a ``--models`` entry: ``network``, ``supernet`` or ``supernet:edge|node``."""
   from nasjax.estimators.train import ShortTrainingEstimator
   model, _, shared = model.partition(":")
-  return ShortTrainingEstimator(space, dataset, cfg, model=model, shared_network=shared or "auto")
+  return ShortTrainingEstimator(space, dataset, cfg, model=model, shared_network=shared or "node")
 
 
 def _parts(model: str, cfg, dataset, space, steps: int = 8) -> dict:

@@ -249,7 +249,7 @@ def test_computes_the_genotype_network_for_a_fixed_architecture(space_name, arch
 TINY_LOOSE = spaces.CellSpace("tiny_loose", ("skip_connect", "conv_1x1"), 2, False, "loose_ends")
 
 
-def test_spos_and_the_short_training_supernet_use_it_where_the_edge_supernet_is_inexact(tiny_dataset):
+def test_short_training_uses_it_and_spos_where_the_edge_supernet_is_inexact(tiny_dataset):
   from nasjax import oneshot
   from nasjax.estimators.train import ShortTrainingEstimator, short_training_config
   from nasjax.nn.supernet import Supernet
@@ -264,11 +264,15 @@ def test_spos_and_the_short_training_supernet_use_it_where_the_edge_supernet_is_
     expected = space.sample(key) if network is SharedCellNetwork else dict(zip(("normal", "reduce"),
                                                                               space.edge_ops(space.sample(key))))
     jax.tree.map(np.testing.assert_array_equal, path, expected)
-    estimator = ShortTrainingEstimator(space, tiny_dataset, short_training_config(), model="supernet")
-    assert type(estimator.net) is network
-    arch = np.asarray(space.sample(key))
-    extra = estimator._build(arch).extra
-    np.testing.assert_array_equal(extra, arch if network is SharedCellNetwork else space.edge_ops(arch))
+    # The short-training estimator's shared model is the node-based network on every cell space, the edge
+    # supernet on DARTS when asked for.
+    for shared in ("node", "edge") if space is darts else ("node",):
+      estimator = ShortTrainingEstimator(space, tiny_dataset, short_training_config(), model="supernet",
+                                         shared_network=shared)
+      assert type(estimator.net) is (SharedCellNetwork if shared == "node" else Supernet)
+      arch = np.asarray(space.sample(key))
+      extra = estimator._build(arch).extra
+      np.testing.assert_array_equal(extra, arch if shared == "node" else space.edge_ops(arch))
   with pytest.raises(NasjaxError, match="cannot express enas_micro"):
     ShortTrainingEstimator(enas_micro, tiny_dataset, short_training_config(), shared_network="edge")
 

@@ -2,17 +2,18 @@
 
 Two ways to build the candidate, chosen by ``model``:
 
-* ``"supernet"``: the discrete path of the cell supernet (``Supernet`` in discrete mode, freshly
-  initialised for every candidate): the architecture is an argument of one compiled training step
-  (each edge a ``lax.switch`` over its candidate ops, only the chosen one computed), so a whole search
-  compiles once, whatever number of candidates it trains. Each step costs somewhat more than the
-  stand-alone network's (the switches and the recomputed edges), and that compile is larger.
+* ``"supernet"``: one shared network that takes the architecture as data, freshly initialised for every
+  candidate: :class:`~nasjax.nn.cell_network.SharedCellNetwork` (ENAS's node-based cells; each slot's op a
+  ``lax.switch``, only the chosen one computed), so a whole search compiles one training step, whatever
+  number of candidates it trains. For a fixed architecture it is the genotype's ``Network`` up to the
+  parameterisation of its concatenation. ``shared_network="edge"`` takes the edge supernet's discrete path
+  instead (``Supernet``; DARTS only: on NASNet and ENAS micro ``edge_ops`` keeps one op of a node that
+  reads one input twice and concatenates every node, so the path is not the candidate; it also puts a
+  BatchNorm after every pool). Both cost the same at the estimator's size (DARTS, 8 channels, 3 cells,
+  batch 32, 28x28x1 on the 2-core CPU: a train step 0.195-0.202 CPU s node-based vs 0.206-0.229 s edge,
+  its compile 20.5-23.0 vs 22.4-24.3 CPU s), somewhat more per step than the stand-alone network.
 * ``"network"``: the stand-alone ``Network`` of each genotype (only its chosen ops, nothing else). Each
   candidate compiles its own program.
-  On NASNet and ENAS micro, whose nodes may read one input twice and whose cells concatenate their loose
-  ends, the edge supernet's path is not the candidate (``edge_ops`` keeps one op per edge and every node
-  is concatenated), so there the shared model is :class:`~nasjax.nn.cell_network.SharedCellNetwork`,
-  which computes every candidate of the space exactly, also with the architecture as data.
 * ``"auto"`` (default): whichever :func:`choose_model` predicts faster for ``num_candidates`` trainings
   of ``cfg.epochs`` epochs. The choice depends only on the settings, never on a clock, so the same
   settings give the same search on every machine.
@@ -65,9 +66,9 @@ def estimation_splits(dataset: nasdata.Dataset, cfg) -> tuple[np.ndarray, np.nda
 
 
 MODELS = ("auto", "network", "supernet")
-# The shared model behind "supernet": the edge supernet's discrete path ("edge", exact for DARTS only), the
-# node-based SharedCellNetwork ("node", exact for every cell space), or "auto" (edge where it is exact).
-SHARED_NETWORKS = ("auto", "edge", "node")
+# The shared model behind "supernet": the node-based SharedCellNetwork ("node", exact for every cell space)
+# or the edge supernet's discrete path ("edge", DARTS only).
+SHARED_NETWORKS = ("node", "edge")
 
 # Costs of the two candidate models in units of one training step of the stand-alone network, measured
 # in CPU seconds by `benchmarks/estimator_compile.py --parts` (DARTS cells, 8 channels, 3 cells, batch 32
@@ -176,7 +177,7 @@ class ShortTrainingEstimator(TrainingEstimator):
 
   def __init__(self, space, dataset: nasdata.Dataset, cfg=None, mesh=None, show_progress=False,
                model: str = "auto", fidelity_epochs: tuple[int, ...] | None = None,
-               num_candidates: int | None = None, shared_network: str = "auto"):
+               num_candidates: int | None = None, shared_network: str = "node"):
     """``num_candidates``: how many trainings the search will ask for (``model="auto"`` decides with it).
     ``fidelity_epochs`` (e.g. ``(1, 3, 9)``) gives the epochs of each fidelity level, so a
     multi-fidelity strategy (Hyperband) calls ``estimator(arch, key, fidelity=level)``.
@@ -199,11 +200,9 @@ class ShortTrainingEstimator(TrainingEstimator):
       model = choose_model(num_candidates, epochs * self.steps_per_epoch)
     self.model = model
     self._sample = jnp.zeros((2,) + dataset.input_shape, jnp.float32)
-    if shared_network == "auto":
-      shared_network = "edge" if edge_supernet_is_exact(space) else "node"
     if shared_network == "edge" and not edge_supernet_is_exact(space):
       raise NasjaxError(f"the edge supernet cannot express {space.name} architectures (a node reading one input "
-                        "twice, loose-end concatenation); use shared_network 'node' or 'auto'")
+                        "twice, loose-end concatenation); use shared_network 'node'")
     self.shared_network = shared_network
     if model == "supernet":
       if shared_network == "edge":
