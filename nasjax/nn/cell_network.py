@@ -32,7 +32,7 @@ Weight sharing. Weights belong to (cell, node, slot, op), plus the stride for a 
 and are shared by every input a slot may read. ENAS's code shares less: it indexes its weights by the
 input as well (a leading axis over the possible inputs of the node, gathered by the chosen one), so each
 (layer, node, slot, op) has one weight set per possible input. The DARTS edge supernet keeps one set per
-(cell, edge = input and node, op), which the two slots of a node share when they pick the same op.
+(cell, edge = (input, node), op), whichever of the node's two slots reads that input.
 
 Placement of the reduction cells: at 1/3 and 2/3 of ``layers`` (DARTS, NASNet), as the retraining
 ``Network`` places them, rather than ENAS's ``N`` normal cells between reductions that factorise the
