@@ -302,7 +302,9 @@ def _read_train_result(directory: str) -> dict:
   return trained
 
 
-ONESHOT_METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos")
+ONESHOT_METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos", "enas")
+# --method nasrl is the controller strategy with NAS-RL's controller settings over a training estimator.
+CONTROLLER_METHODS = {"nasrl": "controller", "nas_rl": "controller"}
 SEARCH_DEFAULTS = {"strategy": "random", "estimator": "train", "executor": "auto", "num_archs": 6}
 
 
@@ -358,6 +360,13 @@ def _search_mode(args) -> str:
 def _discrete_strategy(args, space, options: dict):
   """The strategy of --strategy (or --method, its older spelling), built with its options."""
   from nasjax import strategies
+  if args.method is not None and args.method.strip().lower() in CONTROLLER_METHODS:
+    from nasjax.strategies.controller import nasrl_settings
+    if args.strategy is not None and strategies.get_strategy(args.strategy, space).name != "controller":
+      raise NasjaxError(f"--method {args.method} is the controller strategy; it disagrees with --strategy "
+                        f"{args.strategy}")
+    options.update({k: v for k, v in nasrl_settings().items() if k not in options})
+    return "controller", strategies.get_strategy("controller", space, **options)
   if args.method is not None:
     try:
       by_method = strategies.get_strategy(args.method, space, **options)
@@ -376,6 +385,8 @@ def _discrete_strategy(args, space, options: dict):
 
 def cmd_search(args) -> dict:
   if _search_mode(args) == "oneshot":
+    if args.method.strip().lower() == "enas":
+      return cmd_search_enas(args)
     return cmd_search_oneshot(args)
   return cmd_search_discrete(args)
 
@@ -585,6 +596,46 @@ def cmd_search_oneshot(args) -> dict:
   return out
 
 
+def cmd_search_enas(args) -> dict:
+  """ENAS (Pham et al. 2018): the controller and a shared network in alternation; the derived architecture
+  is the best of the trained controller's samples under the shared weights."""
+  from nasjax import data, spaces
+  from nasjax.oneshot import enas
+  from nasjax.oneshot import plots as oneshot_plots
+  from nasjax.parallel.distributed import is_main_process
+  space = spaces.get_space(args.space)
+  cfg = (enas.demo_enas_config if args.config == "demo" else enas.enas_config)(space.name)
+  _overrides(cfg, args, "nasjax search --method enas")
+  if args.show_config:
+    return _show_config(cfg)
+  from nasjax.utils.validation import check_settings
+  check_settings(cfg)
+  enas.check_config(cfg)
+  enas.shared_network(space, cfg, 2)  # a space without a shared network is refused before anything is written
+  _check_out(args.out, args.force, resumable=True)
+  dataset = data.load_dataset(args.data, args.data_dir)
+  _check_search_fits(cfg, space, dataset)
+  result_path = _prepare_out(args.out, args.force, resumable=True)
+  result = enas.run_enas(cfg, space, dataset, workdir=args.out, show_progress=not args.quiet)
+  plots = []
+  if is_main_process():
+    plots = [os.path.basename(oneshot_plots.plot_controller(result["history"], os.path.join(args.out,
+                                                                                          "controller.png")))]
+    if isinstance(space, spaces.CellSpace):
+      genotype = spaces.Genotype.from_string(result["genotype"])
+      plots += [os.path.basename(oneshot_plots.plot_cell(genotype, cell, os.path.join(args.out, f"cell_{cell}.png")))
+                for cell in ("normal", "reduce")]
+  last = result["history"][-1] if result["history"] else {}
+  out = {k: result[k] for k in ("method", "space", "genotype", "arch", "valid_accuracy", "epochs_run", "seconds",
+                                "history") if k in result}
+  out.update(command="search", data=args.data, seed=cfg.seed, config=cfg.to_dict(), plots=plots,
+             ranking=[[r["valid_accuracy"], r["genotype"]] for r in result["ranking"]],
+             metrics={k: last[k] for k in ("train_loss", "train_accuracy", "reward", "entropy", "baseline")
+                      if k in last},
+             _result_path=result_path)
+  return out
+
+
 class _Parser(argparse.ArgumentParser):
   """argparse with the command's one-line errors (``error: ...``, exit status 2)."""
 
@@ -646,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="also measure each candidate's forward pass on this device: latency_s (batch 1), "
                       "latency_batch_s (--batch-size), peak_activation_bytes; usable as --objectives")
   s.add_argument("--method", default=None,
-                 help="one-shot method: " + ", ".join(ONESHOT_METHODS) + " (on nb201 all but pcdarts); a strategy "
+                 help="one-shot method: " + ", ".join(ONESHOT_METHODS) + " (on nb201 all but pcdarts); nasrl (the "
+                      "controller over a training estimator); a strategy "
                       "name here is the same as --strategy")
   s.add_argument("--config", choices=["paper", "demo"], default="paper",
                  help="one-shot and weight_sharing supernet settings: the method's paper (CIFAR-10 search) or a "

@@ -45,8 +45,8 @@ from nasjax.training import EpochEnd, Position, Run, check_batch_size, cosine_sc
 from nasjax.utils.jit import jit_with_options
 
 CONTROLLER_KEYS = ("learning_rate", "lstm_size", "temperature", "tanh_constant", "op_tanh_reduce",
-                   "entropy_weight", "baseline_decay", "skip_target", "skip_weight")
-POLICY_KEYS = ("lstm_size", "temperature", "tanh_constant", "op_tanh_reduce", "skip_target")
+                   "entropy_weight", "baseline_decay", "skip_target", "skip_weight", "shared_heads")
+POLICY_KEYS = ("lstm_size", "temperature", "tanh_constant", "op_tanh_reduce", "skip_target", "shared_heads")
 
 
 def controller_options(cfg) -> dict:
@@ -64,7 +64,7 @@ def enas_config(space: str = "enas_micro") -> ml_collections.ConfigDict:
       controller_steps=30, controller_batch=10, controller_learning_rate=0.0035, controller_lstm_size=64,
       controller_temperature=5.0, controller_tanh_constant=1.1, controller_op_tanh_reduce=2.5,
       controller_entropy_weight=1e-4, controller_baseline_decay=0.99, controller_skip_target=0.4,
-      controller_skip_weight=0.0,
+      controller_skip_weight=0.0, controller_shared_heads=True,
       derive_samples=100, derive_batches=2, valid_fraction=0.1, train_subset=0, seed=2,
       checkpoint_every_steps=0, keep_checkpoints=2, cells_per_stage=5))
   if space == "enas_macro":
@@ -186,7 +186,7 @@ class EnasSearch:
     one step changes only the sampled ops."""
     cfg = self.cfg
     lr = self.schedule(opt["count"])
-    norm = optax.global_norm(grads)
+    norm = optax.tree.norm(grads)
     scale = jnp.where(norm < cfg.grad_clip, 1.0, cfg.grad_clip / norm)
 
     def leaf(g, m, p):

@@ -3,7 +3,7 @@
 The controller of NAS-RL (Zoph & Le, "Neural Architecture Search with Reinforcement Learning", ICLR 2017)
 and ENAS (Pham et al., "Efficient Neural Architecture Search via Parameter Sharing", ICML 2018): an LSTM
 emits the architecture decision by decision; each decision's logits come from the LSTM output (a softmax
-head per group of decisions, attention over earlier nodes' anchors for a cell node's inputs, the two
+head per decision as in NAS-RL, or one per group of decisions such as every op as in ENAS: ``shared_heads``, attention over earlier nodes' anchors for a cell node's inputs, the two
 layers' anchors for a skip connection, see :mod:`.controller_layout`); the sampled value, embedded, is the
 next input, plus a learned embedding of the decision about to be emitted (ENAS tells positions apart by the
 recurrence alone; with the position in the input a shared head separates same-group decisions from the
@@ -51,6 +51,14 @@ def enas_macro_settings() -> dict:
           "skip_target": 0.4, "skip_weight": 0.8}
 
 
+def nasrl_settings() -> dict:
+  """NAS-RL's controller options (Zoph & Le 2017, section 4: 35 hidden units, Adam at 0.0006, a moving
+  average of earlier rewards as the baseline; no sharpening). The paper's LSTM has two layers, ours one;
+  the baseline decay (0.95) is our choice, the paper gives none."""
+  return {"lstm_size": 35, "learning_rate": 0.0006, "temperature": None, "tanh_constant": None,
+          "entropy_weight": 0.0, "baseline_decay": 0.95}
+
+
 class Rollout(NamedTuple):
   arch: jax.Array           # int32[D]
   log_prob: jax.Array       # float32: sum over decisions
@@ -67,7 +75,7 @@ class Policy:
   """
 
   def __init__(self, space, lstm_size: int = 64, temperature: float | None = 5.0, tanh_constant: float | None = 1.1,
-               op_tanh_reduce: float = 2.5, skip_target: float = 0.4):
+               op_tanh_reduce: float = 2.5, skip_target: float = 0.4, shared_heads: bool = False):
     self.space = space
     self.layout: Layout = controller_layout(space)
     self.lstm_size = lstm_size
@@ -75,6 +83,7 @@ class Policy:
     self.tanh_constant = tanh_constant
     self.op_tanh_reduce = op_tanh_reduce
     self.skip_target = skip_target
+    self.shared_heads = bool(shared_heads)
     self._lstm = nn.OptimizedLSTMCell(lstm_size)
 
   # ------------------------------------------------------------------------------------------ params
@@ -82,11 +91,12 @@ class Policy:
     lay, h = self.layout, self.lstm_size
     keys = jax.random.split(key, 8)
     groups, width = max(len(lay.group_names), 1), lay.width
+    heads = groups if self.shared_heads else lay.num_decisions
     uniform = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -0.1, 0.1)  # noqa: E731 -- ENAS's init
     carry = self._lstm.initialize_carry(keys[0], (h,))
     return {"lstm": self._lstm.init(keys[1], carry, jnp.zeros((h,)))["params"],
             "start": uniform(keys[2], (h,)),
-            "head_w": uniform(keys[3], (groups, h, width)), "head_b": jnp.zeros((groups, width)),
+            "head_w": uniform(keys[3], (heads, h, width)), "head_b": jnp.zeros((heads, width)),
             "embedding": uniform(keys[4], (groups, width, h)),
             "anchors": uniform(keys[5], (lay.num_anchors, h)),
             "w_key": uniform(keys[6], (h, h)), "w_query": uniform(keys[7], (h, h)),
@@ -99,7 +109,8 @@ class Policy:
     width = lay.width
     kind = jnp.asarray(lay.kind)[d]
     group = jnp.asarray(lay.group)[d]
-    choice = h @ params["head_w"][group] + params["head_b"][group]
+    head = group if self.shared_heads else d
+    choice = h @ params["head_w"][head] + params["head_b"][head]
     attend = lambda keys, query: jnp.tanh(keys @ params["w_key"] + query @ params["w_query"]) @ params["v"]  # noqa: E731
     base = jnp.asarray(lay.key_base)[d]
     candidates = anchors[jnp.clip(base + jnp.arange(width), 0, lay.num_anchors - 1)]
@@ -182,7 +193,7 @@ class Policy:
 def controller(space, learning_rate: float = 0.0035, batch_size: int = 10, lstm_size: int = 64,
                temperature: float | None = 5.0, tanh_constant: float | None = 1.1, op_tanh_reduce: float = 2.5,
                entropy_weight: float = 1e-4, baseline_decay: float = 0.99, skip_target: float = 0.4,
-               skip_weight: float = 0.0) -> Strategy:
+               skip_weight: float = 0.0, shared_heads: bool = False) -> Strategy:
   """The LSTM controller as a :class:`~nasjax.strategies.base.Strategy` (see the module docstring).
 
   Args:
@@ -196,6 +207,9 @@ def controller(space, learning_rate: float = 0.0035, batch_size: int = 10, lstm_
     entropy_weight: weight of the entropy bonus.
     baseline_decay: moving-average decay of the reward baseline, in [0, 1).
     skip_target, skip_weight: ENAS macro's KL pull of skip-connection probabilities towards the target.
+    shared_heads: one softmax head per group of decisions (ENAS shares the op head across nodes) instead of
+      one per decision (NAS-RL). A shared head learns slower where decisions of a group want different
+      values: on NB201 it can lock every edge onto the op most edges want.
 
   >>> from nasjax.spaces import NB201Space
   >>> s = controller(NB201Space(), batch_size=4)
@@ -217,7 +231,7 @@ def controller(space, learning_rate: float = 0.0035, batch_size: int = 10, lstm_
   decay = check_float(name, "baseline_decay", baseline_decay, 0.0, 1.0, high_open=True)
   skip_target = check_float(name, "skip_target", skip_target, 0.0, 1.0, low_open=True, high_open=True)
   skip_weight = check_float(name, "skip_weight", skip_weight, 0.0, float("inf"), high_open=True)
-  policy = Policy(space, lstm_size, temperature, tanh_constant, op_tanh_reduce, skip_target)
+  policy = Policy(space, lstm_size, temperature, tanh_constant, op_tanh_reduce, skip_target, shared_heads)
   optimizer = optax.adam(learning_rate)
   dims = space.num_decisions
 
@@ -263,7 +277,7 @@ def controller(space, learning_rate: float = 0.0035, batch_size: int = 10, lstm_
 
 def policy_of(space, **options: Any) -> Policy:
   """The :class:`Policy` a ``controller(space, **options)`` strategy samples from (for evaluation and tests)."""
-  keys = ("lstm_size", "temperature", "tanh_constant", "op_tanh_reduce", "skip_target")
+  keys = ("lstm_size", "temperature", "tanh_constant", "op_tanh_reduce", "skip_target", "shared_heads")
   unknown = sorted(set(options) - set(keys))
   if unknown:
     raise NasjaxError(f"policy_of does not take {', '.join(unknown)}; accepted: {', '.join(keys)}")
