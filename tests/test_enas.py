@@ -113,3 +113,44 @@ def test_bad_settings_and_spaces_are_refused():
   cfg.controller_baseline_decay = 1.5
   with pytest.raises(NasjaxError, match="baseline_decay"):
     EnasSearch(cfg, get_space("nb201"), (8, 8, 1), 4, (0.4,), (0.2,), shared_steps=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory, write_tiny_npz):
+  return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz", 64, 16)
+
+
+ENAS_CLI = ["--config", "demo", "--epochs", "1", "--batch-size", "8", "--train-subset", "0", "--valid-fraction",
+            "0.25", "--controller-steps", "2", "--controller-batch", "3", "--derive-samples", "3"]
+
+
+def test_cli_enas_writes_result_plots_and_a_retrainable_architecture(tmp_path, tiny_npz, capsys):
+  from nasjax import cli
+  out = tmp_path / "enas"
+  rc = cli.main(["search", "--quiet", "--method", "enas", "--space", "nb201", "--data", tiny_npz, *ENAS_CLI,
+                 "--out", str(out)])
+  assert rc == 0, capsys.readouterr().err
+  import json
+  result = json.loads((out / "result.json").read_text())
+  assert result["method"] == "enas" and result["space"] == "nb201" and result["plots"] == ["controller.png"]
+  assert get_space("nb201").from_string(result["genotype"]).tolist() == result["arch"]
+  assert result["ranking"][0] == [result["valid_accuracy"], result["genotype"]] and len(result["ranking"]) == 3
+  assert {"reward", "entropy", "baseline"} <= set(result["metrics"]) and (out / "controller.png").stat().st_size
+  log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert len(log) == 1 and "most_likely_genotype" in log[0] and any((out / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "enas", "--space", "nas_rl"], "--method enas runs on enas_micro, enas_macro, darts, nasnet"),
+    (["--method", "enas", "--space", "nb201", "--strategy", "random"], "--strategy is for discrete search"),
+    (["--method", "enas", "--space", "nb201", "--controller-steps", "0"], "controller_steps must be a positive"),
+    (["--method", "enas", "--space", "nb201", "--controller-lr", "0.1"], "unknown option --controller-lr"),
+    (["--method", "nasrl", "--space", "nas_rl", "--strategy", "random"], "is the controller strategy"),
+])
+def test_cli_refuses_bad_enas_and_nasrl_input_in_one_line(args, message, tmp_path, tiny_npz, capsys):
+  from nasjax import cli
+  out = tmp_path / "refused"
+  rc = cli.main(["search", "--quiet", "--data", tiny_npz, *args, "--out", str(out)])
+  err = capsys.readouterr().err
+  assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+  assert not out.exists()
