@@ -480,6 +480,14 @@ def cmd_search_discrete(args) -> dict:
       if is_main_process():
         plot_pareto(out["history"], objectives, out["pareto"], os.path.join(args.out, "pareto_front.png"))
         extra["plots"] = ["pareto_front.png"]
+  if "entropy" in out["state"] and "baseline" in out["state"]:  # a policy (controller, REINFORCE): its curves
+    from nasjax.oneshot.plots import plot_controller
+    from nasjax.parallel.distributed import is_main_process
+    rounds = [dict(r, best_sample_accuracy=r["best_fitness"]) for r in out["rounds"]]
+    extra["rounds"] = out["rounds"]
+    if is_main_process() and rounds:
+      plot_controller(rounds, os.path.join(args.out, "controller.png"), xlabel="round")
+      extra["plots"] = extra.get("plots", []) + ["controller.png"]
   ok = [r for r in out["history"] if not r["failed"]]
   if resources:
     ok = [r for r in ok if r["fidelity"] == best["fidelity"]]  # only the final level's scores compare

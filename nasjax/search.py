@@ -280,9 +280,11 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
       feasible one by :meth:`Objectives.scalar`; the result has ``pareto`` (front and hypervolume).
 
   Returns:
-    ``{"best": record, "history": [record, ...], "state": strategy state}``; a record holds ``index``,
-    ``arch``, ``metrics``, ``failed``, ``seconds`` (and ``error``, ``attempts``, ``genotype`` where known).
-    The history of a resumed search equals that of an uninterrupted one (``seconds`` aside).
+    ``{"best": record, "history": [record, ...], "state": strategy state, "rounds": [...]}``; a record
+    holds ``index``, ``arch``, ``metrics``, ``failed``, ``seconds`` (and ``error``, ``attempts``,
+    ``genotype`` where known); ``rounds`` has one entry per ask / tell round (:func:`_round_record`: the
+    mean reward, and a policy's baseline and entropy). The history and rounds of a resumed search equal
+    those of an uninterrupted one (``seconds`` aside): logged rounds are replayed through the strategy.
   """
   if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
     raise NasjaxError(f"budget must be a positive number of evaluations, got {budget!r}")
@@ -301,6 +303,7 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
   init_key, loop_key = jax.random.split(key)
   state = strategy.init(init_key)
   history: list[dict] = []
+  rounds: list[dict] = []
   bar = progress(budget, f"search ({strategy.name})", show_progress)
   round_index = 0
   costs = planned_costs(strategy)
@@ -388,6 +391,7 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     else:
       spent = np.float32(len(history))
     state = strategy.tell(state, jnp.asarray(asked), jnp.asarray(fitness))
+    rounds.append(_round_record(round_index, len(history), fitness, state))
     round_index += 1
   bar.close()
   if objectives is not None:
@@ -396,12 +400,30 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
     if best is None:
       raise NasjaxError("every evaluation failed or violated a constraint "
                         f"({', '.join(map(str, objectives.constraints)) or 'none given'}); nothing to report")
-    return {"best": best, "history": history, "state": jax.device_get(state),
+    return {"best": best, "history": history, "state": jax.device_get(state), "rounds": rounds,
             "pareto": pareto_summary(history, objectives)}
   best = incumbent(history, fitness_key)
   if best is None:
     raise NasjaxError("every evaluation failed (NaN or Inf, or an error); nothing to report")
-  return {"best": best, "history": history, "state": jax.device_get(state)}
+  return {"best": best, "history": history, "state": jax.device_get(state), "rounds": rounds}
+
+
+# Scalars of a strategy's state worth following round by round (the controller's and REINFORCE's policy).
+_ROUND_STATE_KEYS = ("baseline", "entropy", "best_fitness")
+
+
+def _round_record(index: int, evaluations: int, fitness, state) -> dict:
+  """One ask / tell round: evaluations so far, the round's mean finite fitness (the policy's reward) and
+  the strategy's scalar state entries (baseline, entropy, incumbent) after the tell."""
+  fitness = np.asarray(fitness, np.float64)
+  finite = fitness[np.isfinite(fitness)] if fitness.ndim == 1 else np.empty(0)
+  record = {"round": index + 1, "evaluations": evaluations,
+            "reward": float(finite.mean()) if finite.size else float("nan")}
+  if isinstance(state, dict):
+    for key in _ROUND_STATE_KEYS:
+      if key in state and np.ndim(state[key]) == 0:
+        record[key] = float(state[key])
+  return record
 
 
 def _prepare_objectives(objectives: Any, strategy: Strategy, estimator: Callable, key: jax.Array

@@ -521,16 +521,16 @@ def eigenvalue_figure(history) -> Figure:
   return fig
 
 
-def controller_figure(history) -> Figure:
-  """A controller search per epoch (ENAS, NAS-RL): mean reward with the baseline, the policy's entropy, and
-  the best sampled architecture's shared-weight accuracy so far."""
+def controller_figure(history, xlabel: str = "epoch") -> Figure:
+  """A controller search per epoch (ENAS) or per round (NAS-RL): mean reward with the baseline, the
+  policy's entropy, and the best sampled architecture's accuracy so far."""
   if isinstance(history, (str, bytes, Mapping)) or not isinstance(history, Sequence) or not history:
     raise NasjaxError("history must be a non-empty list of per-epoch records")
   needed = ("reward", "baseline", "entropy")
   records = [r for r in history if isinstance(r, Mapping) and all(k in r for k in needed)]
   if not records:
     raise NasjaxError(f"no record of the history has {', '.join(needed)}: is it a controller search's?")
-  epochs = np.asarray([r.get("epoch", t + 1) for t, r in enumerate(records)], np.float64)
+  epochs = np.asarray([r.get("epoch", r.get("round", t + 1)) for t, r in enumerate(records)], np.float64)
   fig = Figure(figsize=(9.0, 3.2), dpi=100)
   panels = fig.subplots(1, 3)
   panels[0].plot(epochs, [r["reward"] for r in records], marker="o", ms=3, label="mean reward")
@@ -543,7 +543,7 @@ def controller_figure(history) -> Figure:
     panels[2].plot(epochs, [np.nan if b is None else b for b in best], marker="o", ms=3, color="#2ca02c")
   panels[2].set_ylabel("best sample so far (valid acc.)")
   for ax in panels:
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
     if len(epochs) <= 10:
       ax.set_xticks(epochs)
@@ -553,9 +553,9 @@ def controller_figure(history) -> Figure:
   return fig
 
 
-def plot_controller(history, path) -> str:
+def plot_controller(history, path, xlabel: str = "epoch") -> str:
   """Writes :func:`controller_figure` to ``path``; returns the path."""
-  return _save(controller_figure(history), path)
+  return _save(controller_figure(history, xlabel), path)
 
 
 def plot_search(history, genotype, ops, outdir) -> list[str]:
