@@ -140,6 +140,13 @@ def cmd_info(args) -> dict:
   from nasjax.nn.network import AUX_NAME, Network, abstract_variables
   from nasjax.nn.ops import XLA_IMPL
   from nasjax.utils import validation
+  macro = _macro_target(args.genotype, args.space)
+  if macro is not None:
+    return _cmd_info_macro(args, *macro)
+  args.channels = 36 if args.channels is None else args.channels
+  args.layers = 20 if args.layers is None else args.layers
+  args.auxiliary = True if args.auxiliary is None else args.auxiliary
+  args.stem = "cifar" if args.stem is None else args.stem
   validation.positive_int(args.channels, "--channels")
   validation.positive_int(args.layers, "--layers")
   validation.num_classes(args.classes, "--classes")
@@ -147,7 +154,7 @@ def cmd_info(args) -> dict:
   _check_stem(args.stem)
   _check_network_fits(args.channels, args.layers, shape, 1, args.classes, args.stem, train=False,
                       what=f"nasjax info of {args.layers} cells of {args.channels} channels on {args.input_shape}")
-  space, arch, genotype = resolve_genotype(args.genotype)
+  space, arch, genotype = _cell_genotype(args.genotype, args.space)
   net = Network(genotype, args.channels, args.layers, args.classes, auxiliary=args.auxiliary,
                 stem=args.stem, impl=XLA_IMPL, scan_cells=False)
   x = jnp.zeros((1,) + shape)
@@ -208,12 +215,15 @@ def _train_config(args):
 
 def cmd_train(args) -> dict:
   from nasjax import data, train
+  macro = _macro_target(args.genotype, args.space)
+  if macro is not None:
+    return _cmd_train_macro(args, *macro)
   cfg = _train_config(args)
   if args.show_config:
     return _show_config(cfg)
   from nasjax.utils.validation import check_settings
   check_settings(cfg)
-  space, arch, genotype = resolve_genotype(args.genotype)
+  space, arch, genotype = _cell_genotype(args.genotype, args.space)
   _check_stem(cfg.stem)
   _check_out(args.out, args.force, resumable=True)
   dataset = data.load_dataset(args.data, args.data_dir)
@@ -238,6 +248,9 @@ def cmd_eval(args) -> dict:
   from nasjax.utils import checkpoint as ckpt
   _check_out(args.out, args.force)
   trained = _read_train_result(args.checkpoint)
+  from nasjax import train_macro
+  if isinstance(trained.get("space"), str) and train_macro.canonical_space(trained["space"]):
+    return _cmd_eval_macro(args, trained)
   space, arch, genotype = resolve_genotype(trained["genotype"])
   cfg = train.darts_eval_config()
   try:
@@ -300,6 +313,152 @@ def _read_train_result(directory: str) -> dict:
     if not isinstance(trained.get(key), kind):
       raise NasjaxError(f"{source} has no {key} field holding {what}; was it edited? (rerun `nasjax train`)")
   return trained
+
+
+# ---- the non-cell spaces (enas_macro, macro, nas_rl): their own networks on the same engine (nasjax.train_macro)
+
+_MACRO_SPACES = ("enas_macro", "macro", "nas_rl")
+_CELL_SPACES = ("darts", "nasnet", "enas_micro")
+_TRAINABLE = ", ".join(_CELL_SPACES + _MACRO_SPACES)
+
+
+def _trainable_space(name, where: str) -> str:
+  """The registry name of ``name`` if nasjax trains its networks; unknown and other spaces are refused."""
+  from nasjax import spaces
+  space = spaces.get_space(name)  # an unknown name is refused with the accepted ones
+  if space.name not in _CELL_SPACES + _MACRO_SPACES:
+    raise NasjaxError(f"{where} names space {space.name!r}; nasjax train, eval and info build networks for "
+                      f"{_TRAINABLE}")
+  return space.name
+
+
+def _macro_target(spec, space_name):
+  """``(space, arch)`` when ``--genotype`` (with ``--space``) is an architecture of a non-cell space; None for
+  a cell genotype (then :func:`_cell_genotype` reads it). A result.json of another command, a space given
+  twice and differently, or a '|' string without ``--space`` are refused in one line."""
+  from nasjax import train_macro
+  given = None if space_name is None else _trainable_space(space_name, f"--space {space_name}")
+  if isinstance(spec, str) and spec.endswith(".json") and os.path.isfile(spec):
+    found = _read_json_file(spec, "genotype file")
+    if not isinstance(found, dict):
+      return None
+    command = found.get("command")
+    if command is not None and command not in ("search", "train"):
+      raise NasjaxError(f"{spec} was written by `nasjax {command}`; --genotype reads the result.json of "
+                        "`nasjax search` or `nasjax train`")
+    if found.get("space") is None:
+      return None
+    stored = _trainable_space(found["space"], f"{spec}")
+    if given is not None and given != stored:
+      raise NasjaxError(f"--space {space_name} disagrees with {spec}, whose architecture is of space {stored}")
+    if stored not in _MACRO_SPACES:
+      return None
+    if not isinstance(found.get("genotype"), str):
+      raise NasjaxError(f"{spec} has no genotype string; was it edited? (rerun the search)")
+    return train_macro.parse_architecture(stored, found["genotype"])
+  if given in _MACRO_SPACES:
+    return train_macro.parse_architecture(given, spec)
+  if given is None and isinstance(spec, str) and "|" in spec and "(" not in spec:
+    raise NasjaxError(f"--genotype {spec!r} is in the '|' notation of the spaces {', '.join(_MACRO_SPACES)}; "
+                      "say which with --space NAME")
+  return None
+
+
+def _cell_genotype(spec, space_name):
+  """:func:`resolve_genotype`, in the cell space ``--space`` names when it is given."""
+  space, arch, genotype = resolve_genotype(spec)
+  if space_name is None:
+    return space, arch, genotype
+  from nasjax import spaces
+  wanted = spaces.get_space(space_name)
+  if wanted.name != space.name:
+    arch = wanted.from_string(genotype.to_string())
+    space, genotype = wanted, wanted.decode(arch)
+  return space, arch, genotype
+
+
+def _macro_width(space, cfg_channels) -> int:
+  """The width of the memory estimate: the ENAS child's initial channels, a chain's widest layer."""
+  return int(cfg_channels) if space.name == "enas_macro" else max(getattr(space, "filters", (64,)))
+
+
+def _cmd_train_macro(args, space, arch) -> dict:
+  from nasjax import data, train, train_macro
+  from nasjax.utils.config_args import apply_overrides
+  from nasjax.utils.validation import check_settings
+  cfg = train.demo_config() if args.config == "demo" else train.darts_eval_config()
+  given = apply_overrides(cfg, getattr(args, "overrides", []), what=f"nasjax train --space {space.name}")
+  cfg = train_macro.protocol_config(cfg, space, given)
+  if args.show_config:
+    return _show_config(cfg)
+  check_settings(cfg)
+  _check_out(args.out, args.force, resumable=True)
+  dataset = data.load_dataset(args.data, args.data_dir)
+  net = train_macro.for_dataset(space, arch, dataset, cfg)
+  _check_network_fits(_macro_width(space, cfg.get("channels")), space.num_layers, dataset.input_shape,
+                      cfg.batch_size, dataset.num_classes, edges=1, steps=0,
+                      what=f"nasjax train of the {space.name} network of {space.num_layers} layers, batch "
+                           f"{cfg.batch_size}")
+  result_path = _prepare_out(args.out, args.force, resumable=True)
+  # train_architecture adds the data's content fingerprint: the same file by another path still resumes.
+  identity = {"space": space.name, "genotype": net.genotype, "config": train.config_to_dict(cfg)}
+  fit = train_macro.train_architecture(net, dataset, cfg, workdir=args.out, show_progress=not args.quiet,
+                                       identity=identity)
+  return {"command": "train", "method": "retrain", "space": space.name, "genotype": net.genotype,
+          "arch": list(net.arch), "num_layers": space.num_layers, "data": args.data,
+          "input_shape": list(dataset.input_shape), "classes": dataset.num_classes, "seed": cfg.seed,
+          "config": train.config_to_dict(cfg), **net.count(), "metrics": fit.final, "history": fit.history,
+          "_result_path": result_path}
+
+
+def _cmd_eval_macro(args, trained: dict) -> dict:
+  import ml_collections
+  from nasjax import data, train_macro
+  from nasjax.utils.validation import check_settings
+  space, arch = train_macro.parse_architecture(trained["space"], trained["genotype"])
+  cfg = ml_collections.ConfigDict(trained["config"])
+  check_settings(cfg)
+  for key in ("batch_size", "eval_batch_size", "seed", "epochs", "learning_rate"):
+    if key not in cfg:
+      raise NasjaxError(f"{args.checkpoint}/result.json has no {key} in its config; was it edited? (rerun "
+                        "`nasjax train`)")
+  dataset = data.load_dataset(args.data or trained["data"], args.data_dir)
+  net = train_macro.for_dataset(space, arch, dataset, cfg)
+  result_path = _prepare_out(args.out, args.force)
+  identity = {"space": space.name, "genotype": net.genotype, "config": trained["config"]}
+  metrics, epoch = train_macro.evaluate_checkpoint(args.checkpoint, net, identity, cfg, dataset)
+  return {"command": "eval", "method": "eval", "space": space.name, "genotype": net.genotype,
+          "arch": list(net.arch), "data": args.data or trained["data"], "seed": cfg.seed,
+          "checkpoint_epoch": epoch, "metrics": {"test_" + k: v for k, v in metrics.items()},
+          "_result_path": result_path}
+
+
+def _cmd_info_macro(args, space, arch) -> dict:
+  from nasjax import train_macro
+  from nasjax.utils import validation
+  refused = [("--layers", args.layers is not None and args.layers != space.num_layers,
+              f"its depth is the architecture's ({space.num_layers} layers)"),
+             ("--auxiliary", bool(args.auxiliary), "it has no auxiliary head"),
+             ("--stem", args.stem not in (None, "cifar"), "it has its own stem"),
+             ("--channels", space.name != "enas_macro" and args.channels is not None,
+              "its widths are the architecture's filter counts")]
+  for option, bad, why in refused:
+    if bad:
+      raise NasjaxError(f"{option} does not apply to the {space.name} network: {why}; leave it out")
+  channels = 36 if args.channels is None else args.channels
+  validation.positive_int(channels, "--channels")
+  validation.num_classes(args.classes, "--classes")
+  shape = _parse_shape(args.input_shape)
+  net = train_macro.build(space, arch, args.classes, shape, channels if space.name == "enas_macro" else None)
+  counts = net.count()
+  return {"command": "info", "space": space.name, "genotype": net.genotype, "arch": list(net.arch),
+          "num_layers": space.num_layers, **({"channels": channels} if space.name == "enas_macro" else {}),
+          "input_shape": list(shape), "classes": args.classes, "params": counts["params"],
+          "params_total": counts["params"], "macs": counts["macs"], "flops": 2 * counts["macs"],
+          "note": ("the ENAS stand-alone child: only the chosen ops' parameters exist, channels doubled at each "
+                   "reduction" if space.name == "enas_macro" else "the chain network of the architecture's layers")
+                  + "; no auxiliary head; macs are multiply-adds of convolutions and dense layers for one image; "
+                  "flops = 2 * macs"}
 
 
 ONESHOT_METHODS = ("darts", "gdas", "pcdarts", "drnas", "snas", "spos", "enas")
@@ -718,7 +877,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "--learning-rate, --cutout, --drop-path, --seed, --train-subset, --auxiliary, --flip.")
   common(t, "runs/train")
   data_args(t)
-  t.add_argument("--genotype", required=True, help="published NAME, genotype string, or .json file")
+  t.add_argument("--genotype", required=True, help="published NAME, genotype string, or .json file (a search's or "
+                 "train's result.json, any trainable space)")
+  t.add_argument("--space", default=None, help="the space of a --genotype string: a cell space (default: the first "
+                 "that accepts it) or " + ", ".join(_MACRO_SPACES) + " (their '|' notation)")
   t.add_argument("--config", choices=["darts", "demo"], default="darts")
   t.add_argument("--show-config", action="store_true", help="print the settings and exit")
 
@@ -733,13 +895,16 @@ def build_parser() -> argparse.ArgumentParser:
   i.add_argument("--out", default=None, help="also write result.json here")
   i.add_argument("--force", action="store_true")
   i.add_argument("--genotype", required=True)
-  i.add_argument("--channels", type=int, default=36)
-  i.add_argument("--layers", type=int, default=20)
-  i.add_argument("--auxiliary", action=argparse.BooleanOptionalAction, default=True)
+  i.add_argument("--space", default=None, help="the space of a --genotype string (see nasjax train --help)")
+  # None: the cell network's default (36, 20, with the head, cifar); the non-cell networks refuse what they lack.
+  i.add_argument("--channels", type=int, default=None, help="initial channels (default 36)")
+  i.add_argument("--layers", type=int, default=None, help="cells (default 20)")
+  i.add_argument("--auxiliary", action=argparse.BooleanOptionalAction, default=None,
+                 help="count the auxiliary head in params_total (default: yes)")
   i.add_argument("--input-shape", default="32,32,3")
   i.add_argument("--classes", type=int, default=10)
-  i.add_argument("--stem", default="cifar", help="cifar (3x3 conv) or imagenet (three stride-2 convs, DARTS' "
-                 "ImageNet network: --channels 48 --layers 14 --input-shape 224,224,3 --classes 1000)")
+  i.add_argument("--stem", default=None, help="cifar (3x3 conv, the default) or imagenet (three stride-2 convs, "
+                 "DARTS' ImageNet network: --channels 48 --layers 14 --input-shape 224,224,3 --classes 1000)")
 
   x = sub.add_parser("export", help="write a trained network (a `nasjax train` --out directory) as StableHLO or "
                      "ONNX", allow_abbrev=False)

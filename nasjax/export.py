@@ -66,6 +66,16 @@ class TrainedNetwork:
     the same network)."""
     return (network or self.network).apply(self.variables, x, train=False)[0]
 
+  def genotype_string(self) -> str:
+    return self.genotype.to_string()
+
+  def onnx_network(self):
+    """The network written with XLA's own primitives, the form ONNX has operators for; refuses an op whose
+    conversion is not checked."""
+    from nasjax.nn.ops import XLA_IMPL
+    check_onnx_ops(self.genotype)
+    return self.network.clone(impl=XLA_IMPL)
+
 
 def _describe(tree) -> dict:
   return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in
@@ -100,6 +110,9 @@ def load_trained(checkpoint_dir: str, input_shape: tuple[int, int, int] | None =
     raise NasjaxError(f"{result_path} is not the result of `nasjax train` ({type(e).__name__}: {e})") from None
   if trained.get("command") != "train":
     raise NasjaxError(f"{result_path} is the result of `nasjax {trained.get('command')}`, not `nasjax train`")
+  from nasjax import train_macro
+  if isinstance(trained.get("space"), str) and train_macro.canonical_space(trained["space"]):
+    return train_macro.load_trained(checkpoint_dir, trained, input_shape)
   _, _, genotype = resolve_genotype(genotype_text)
   cfg = train.darts_eval_config()
   cfg.update(config)
@@ -181,12 +194,10 @@ def to_stablehlo(trained: TrainedNetwork) -> bytes:
 
 def to_onnx(trained: TrainedNetwork) -> bytes:
   """The ONNX model (serialised ``ModelProto``) of :meth:`TrainedNetwork.forward` for a dynamic batch size."""
-  from nasjax.nn.ops import XLA_IMPL
-  check_onnx_ops(trained.genotype)
+  onnx_network = trained.onnx_network()
   if importlib.util.find_spec("jax2onnx") is None:
     raise NasjaxError("--format onnx needs jax2onnx and onnx: pip install 'nasjax[export]'")
   from jax2onnx import to_onnx as jax_to_onnx
-  onnx_network = trained.network.clone(impl=XLA_IMPL)
   try:
     model = jax_to_onnx(lambda x: trained.forward(x, onnx_network), [("batch",) + tuple(trained.input_shape)],
                         model_name="nasjax_network")
@@ -226,7 +237,7 @@ def export(checkpoint_dir: str, fmt: str, out: str, *, force: bool = False,
     os.unlink(tmp)
     raise
   from nasjax.nn.count import count_params
-  return {"command": "export", "format": fmt, "out": out, "bytes": len(data), "genotype": trained.genotype.to_string(),
+  return {"command": "export", "format": fmt, "out": out, "bytes": len(data), "genotype": trained.genotype_string(),
           "input_shape": ["batch", *trained.input_shape], "classes": trained.num_classes,
           "params": count_params(trained.variables["params"]), "checkpoint_epoch": trained.epoch,
           "input": "images normalised as in training: (x - mean) / std of the training data",

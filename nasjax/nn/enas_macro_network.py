@@ -9,8 +9,9 @@ section 2.3 (designing convolutional networks) and the authors' macro child (``g
   writes it: a 1x1 convolution, BN and ReLU to C channels, then a k x k convolution (or a depthwise k x k
   and a pointwise convolution for the separable ops), BN and ReLU; the pools are that 1x1 block followed by
   a 3x3 pool of stride 1. Layer ``k > 0`` adds the outputs of the layers its skip bits select to the op's
-  output and normalises the sum with a BN of its own, as the authors' shared network does (its stand-alone
-  child concatenates them and applies a 1x1 convolution instead; not built here);
+  output and normalises the sum with a BN of its own, as the authors' shared network does (their stand-alone
+  child concatenates them and applies a 1x1 convolution instead; ``fixed_arch`` children here sum, so a
+  child's parameters are a subset of the shared network's, named alike);
 * reduction after layers ``L // 3 - 1`` and ``2 * (L // 3) - 1`` (3 and 7 for 12 layers; none below 3
   layers): every layer output so far is halved in resolution by its own factorized reduction (two offset
   stride-2 1x1 convolutions, concatenated, BN), so a skip across a reduction reads a map of the same size.
@@ -88,6 +89,8 @@ class EnasMacroLayer(nn.Module):
     self.ops = {name: EnasMacroOp(name, self.channels, self.impl) for name in self.candidates}
 
   def __call__(self, x, choice, train: bool):
+    if len(self.candidates) == 1:  # a stand-alone child's layer: its one op, no switch
+      return self.ops[self.candidates[0]](x, train)
     if self.is_initializing():
       # Every candidate must own its variables from the start (nn.switch would only trace them), and
       # selecting from all outputs here keeps the init program to one copy of each op.
@@ -109,9 +112,13 @@ class EnasMacroNetwork(nn.Module):
     dropout_rate: dropout before the classifier, applied when training with a ``"dropout"`` rng (the
       BN recalibration of the weight-sharing estimator runs in training mode without one).
     impl: how convolutions and pools are written (:class:`nasjax.nn.ops.Impl`).
+    fixed_arch: a stand-alone child's architecture (the space's encoding as a tuple of ints): each layer
+      then owns only its chosen op's parameters (named as in the shared network, ``layer_k/ops_<op>``),
+      the skips are fixed, and ``__call__`` takes no ``arch``. None: the shared network, every op's
+      parameters, the architecture an argument.
 
   Call as ``apply(variables, x, arch, train=...)`` with ``arch`` an integer array of shape
-  ``(space.num_decisions,)``; returns the logits.
+  ``(space.num_decisions,)`` (``apply(variables, x, train=...)`` with ``fixed_arch``); returns the logits.
   """
   num_layers: int = 12
   channels: int = 36
@@ -119,6 +126,7 @@ class EnasMacroNetwork(nn.Module):
   double_channels: bool = False
   dropout_rate: float = 0.0
   impl: Impl = Impl(conv="xla")
+  fixed_arch: tuple[int, ...] | None = None
 
   @classmethod
   def for_space(cls, space: Any, *, channels: int = 36, num_classes: int = 10, **kwargs) -> EnasMacroNetwork:
@@ -158,20 +166,35 @@ class EnasMacroNetwork(nn.Module):
     return arch.astype(jnp.int32)
 
   @nn.compact
-  def __call__(self, x, arch, train: bool = False):
+  def __call__(self, x, arch=None, train: bool = False):
     self._check_sizes()
     if x.ndim != 4:
       raise NasjaxError(f"EnasMacroNetwork input must be NHWC (4-D), got shape {x.shape}")
-    arch = self.check_arch(arch)
+    if (arch is None) == (self.fixed_arch is None):
+      raise NasjaxError("EnasMacroNetwork takes the architecture either as fixed_arch (a stand-alone child) or "
+                        "as the argument arch (the shared network), exactly one of them")
+    fixed = self.fixed_arch is not None
     space = self.space()
-    ops, skips = space.layer_ops(arch), space.skip_matrix(arch)
+    if fixed:  # the child's structure is plain Python, read on the host
+      layers = space.describe(np.asarray(self.fixed_arch, np.int32))  # checks shape and values
+      ops = [ENAS_MACRO_OPS.index(layer["op"]) for layer in layers]
+      skips = np.zeros((self.num_layers, self.num_layers), bool)
+      for k, layer in enumerate(layers):
+        skips[k, layer["skips"]] = True
+    else:
+      arch = self.check_arch(arch)
+      ops, skips = space.layer_ops(arch), space.skip_matrix(arch)
     reduce_after = pool_layers(self.num_layers)
     c = self.channels
     h = batch_norm(train, True, name="stem_bn")(conv(c, (3, 3), name="stem_conv")(x))
     outputs: list[jax.Array] = []
     for k in range(self.num_layers):
-      y = EnasMacroLayer(ENAS_MACRO_OPS, c, self.impl, name=f"{_LAYER_PREFIX}{k}")(h, ops[k], train)
-      if k:
+      layer = EnasMacroLayer((ENAS_MACRO_OPS[ops[k]],) if fixed else ENAS_MACRO_OPS, c, self.impl,
+                             name=f"{_LAYER_PREFIX}{k}")
+      y = layer(h, 0 if fixed else ops[k], train)
+      if k and fixed:
+        y = batch_norm(train, True, name=f"skip_bn_{k}")(y + sum(outputs[j] for j in range(k) if skips[k, j]))
+      elif k:
         # where, not a product with the bit: an unselected source contributes an exact zero, NaN or not.
         y = y + sum(jnp.where(skips[k, j] > 0, outputs[j], 0.0) for j in range(k))
         y = batch_norm(train, True, name=f"skip_bn_{k}")(y)
