@@ -27,6 +27,9 @@ TINY = {
     "enas_macro": EnasMacroSpace(num_layers=2),
     "macro": MacroSpace(2, layer_types=("conv", "pool", "identity"), kernel_sizes=(1, 3), filters=(8, 16),
                         strides=(1, 2)),
+    # NAS-RL's separate stride height and width (six fields per layer).
+    "macro_split": MacroSpace(2, layer_types=("conv", "pool", "identity"), kernel_sizes=(1, 3), filters=(8, 16),
+                              strides=(1, 2), split_strides=True),
 }
 
 
@@ -49,7 +52,7 @@ def test_probabilities_of_all_valid_architectures_sum_to_one(name):
     np.testing.assert_allclose(float(jnp.sum(jnp.exp(logp))), 1.0, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["cells_distinct", "enas_macro", "macro"])
+@pytest.mark.parametrize("name", ["cells_distinct", "enas_macro", "macro", "macro_split"])
 def test_log_prob_is_sum_of_decisions_computed_step_by_step(name):
   space = TINY[name]
   policy = Policy(space, lstm_size=8)
@@ -78,7 +81,7 @@ def _target_reward(space, target):
 
 # Rounds of 32 samples within which the controller converges on "fraction of decisions equal to a target"
 # (the stated budget): fewer for the spaces with fewer free decisions.
-CONVERGE_ROUNDS = {"nb201": 60, "nas_rl": 80, "enas_macro": 100, "enas_micro": 150, "macro": 150, "darts": 200,
+CONVERGE_ROUNDS = {"nb201": 60, "nas_rl": 120, "enas_macro": 100, "enas_micro": 150, "macro": 150, "darts": 200,
                    "nasnet": 250}
 FAST_SPACES = ("nb201", "nas_rl")
 
@@ -151,12 +154,14 @@ def test_same_key_same_samples_and_nan_rewards_do_not_move_the_policy():
 def test_skip_penalty_pulls_skip_probability_to_target():
   space = EnasMacroSpace(num_layers=4)
   strategy = controller(space, batch_size=8, lstm_size=16, **dict(enas_macro_settings(), learning_rate=0.05,
-                                                                  skip_target=0.1, skip_weight=5.0))
+                                                                  skip_target=0.25, skip_weight=5.0))
   state, archs, _, _ = jax.jit(functools.partial(run_search, strategy, lambda a, f: jnp.zeros(a.shape[0]),
-                                                 rounds=60))(jax.random.key(0))
+                                                 rounds=100))(jax.random.key(0))
   skip_bits = np.asarray(archs)[..., space.num_layers:]
-  assert skip_bits[:10].mean() > 0.3 and skip_bits[-10:].mean() < 0.2, (skip_bits[:10].mean(),
-                                                                        skip_bits[-10:].mean())
+  # With a constant reward only the KL term moves the policy: from about one half to the target (which the
+  # tanh constant 1.5 allows: a skip probability can go down to sigmoid(-1.5) = 0.18).
+  first, last = skip_bits[:2].mean(), skip_bits[-20:].mean()
+  assert first > 0.35 and abs(last - 0.25) < 0.07, (first, last)
 
 
 def test_bad_options_and_spaces_are_refused():

@@ -115,8 +115,9 @@ class Policy:
     base = jnp.asarray(lay.key_base)[d]
     candidates = anchors[jnp.clip(base + jnp.arange(width), 0, lay.num_anchors - 1)]
     pointer = attend(candidates, h)
-    query = anchors[jnp.clip(jnp.asarray(lay.query_anchor)[d], 0, lay.num_anchors - 1)]
-    skip_score = attend(anchors[base], query)
+    # NAS-RL's anchor point: P(layer j feeds layer i) = sigmoid(v . tanh(W_prev h_j + W_curr h_i)), h_i the
+    # controller's current hidden state.
+    skip_score = attend(anchors[base], h)
     skip = jnp.zeros((width,)).at[1].set(skip_score)
     logits = jnp.where(kind == CHOICE, choice, jnp.where(kind == POINTER, pointer, skip))
     if self.temperature is not None:

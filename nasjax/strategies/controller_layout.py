@@ -11,16 +11,15 @@ decision at a time. Three kinds of decision cover every registered space:
   *anchors* (the controller's hidden state when each candidate node was emitted), choice ``j`` pointing at
   anchor ``key_base + j``.
 * ``SKIP``: one skip-connection bit from layer ``j`` into layer ``k`` (NAS-RL's anchor points, ENAS macro):
-  ``sigmoid(v . tanh(W_key a_j + W_query a_k))`` from the two layers' anchors.
+  ``sigmoid(v . tanh(W_key a_j + W_query h))`` from layer ``j``'s anchor and the current hidden state.
 
 Masks make every sampled architecture valid, so its log-probability is exact (no repair step): a DARTS
 node's second input excludes its first (``exclude_pos``), and a macro layer's hyperparameters that its type
 ignores can only take index 0 (``type_pos`` / ``field``). The emission order puts what a mask reads first.
 
 Emission orders: cells as ENAS micro (per node: both inputs, then both ops; the normal cell, then the
-reduction cell); NB201 edge by edge; ENAS macro per layer its op, then its skip bits; macro chains per layer
-the type, filter height and width, stride, number of filters (NAS-RL's per-layer order), then the layer's
-skip bits.
+reduction cell); NB201 edge by edge; ENAS macro per layer its op, then its skip bits; macro chains (macro,
+NAS-RL) per layer in NAS-RL's order, see :func:`_macro_layout`.
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ class Layout(NamedTuple):
   group: np.ndarray          # int32[D]: head / embedding group (CHOICE and SKIP)
   num_choices: np.ndarray    # int32[D]
   key_base: np.ndarray       # int32[D]: POINTER: anchor of choice 0; SKIP: the source layer's anchor
-  query_anchor: np.ndarray   # int32[D]: SKIP: the receiving layer's anchor; else -1
   anchor_write: np.ndarray   # int32[D]: anchor this decision's hidden state becomes, or -1
   exclude_pos: np.ndarray    # int32[D]: decision whose value this one may not take, or -1
   type_pos: np.ndarray       # int32[D]: the layer-type decision gating this field, or -1
@@ -66,7 +64,6 @@ class _Builder:
     self.kind = np.zeros(d, np.int32)
     self.group = np.zeros(d, np.int32)
     self.key_base = np.zeros(d, np.int32)
-    self.query_anchor = np.full(d, -1, np.int32)
     self.anchor_write = np.full(d, -1, np.int32)
     self.exclude_pos = np.full(d, -1, np.int32)
     self.type_pos = np.full(d, -1, np.int32)
@@ -92,8 +89,7 @@ class _Builder:
     if sorted(order.tolist()) != list(range(len(self.num_choices))):
       raise AssertionError("a controller layout must emit every decision exactly once")
     uses = np.ones((1, 1), bool) if uses is None else np.asarray(uses, bool)
-    return Layout(order, self.kind, self.group, self.num_choices, self.key_base, self.query_anchor,
-                  self.anchor_write, self.exclude_pos, self.type_pos, self.field, uses, tuple(self.groups),
+    return Layout(order, self.kind, self.group, self.num_choices, self.key_base, self.anchor_write, self.exclude_pos, self.type_pos, self.field, uses, tuple(self.groups),
                   max(int(num_anchors), 1))
 
 
@@ -125,25 +121,36 @@ def _enas_macro_layout(space) -> Layout:
   for k in range(space.num_layers):
     b.emit(k, CHOICE, "op", anchor_write=k)
     for j in range(k):
-      b.emit(space._skip_offset(k) + j, SKIP, "skip", key_base=j, query_anchor=k)  # noqa: SLF001
+      b.emit(space._skip_offset(k) + j, SKIP, "skip", key_base=j)  # noqa: SLF001
   return b.build(space.num_layers)
 
 
 def _macro_layout(space) -> Layout:
-  from nasjax.spaces.macro import _USES  # noqa: PLC0415 -- the table lives with the space
+  """Per layer: the type, the anchor point's skip bits, then filter height, filter width, stride height,
+  stride width (or the one stride of a space without ``split_strides``) and number of filters.
 
+  This is NAS-RL's order (Zoph & Le 2017): figure 2 has the controller predict a layer's filter height,
+  filter width, stride height, stride width and number of filters, in that order, and figure 4 draws each
+  layer's anchor point (the sigmoids choosing which earlier layers feed it) before its filter height. The
+  layer's anchor is the hidden state at its type decision, emitted first because the fields' masks read it
+  (NAS-RL's layers are all convolutions, so there the type is a one-choice step: the anchor point itself).
+  Each skip bit of layer ``k`` from layer ``j`` is scored from the two layers' anchors, as NAS-RL's
+  ``sigmoid(v . tanh(W_prev h_j + W_curr h_k))``; unlike the paper's single anchor step, each bit is its own
+  step here, so the choices made so far are fed back before the next one.
+  """
   b = _Builder(space.num_choices)
-  names = ("kernel_h", "kernel_w", "filters", "stride")
-  uses = np.asarray([_USES[t] for t in space.layer_types], bool)
+  fields = space.fields
+  # Filter size, then strides, then filters (figure 2), whatever the fields' places in the encoding.
+  emitted = [f for f in fields if f.startswith("kernel")] + [f for f in fields if f.startswith("stride")] + [
+      "filters"]
   for k in range(space.num_layers):
-    base = 5 * k
-    b.emit(base, CHOICE, "type")
-    for f in (0, 1, 3, 2):  # height, width, stride, filters: NAS-RL's order within a layer
-      b.emit(base + 1 + f, CHOICE, names[f], type_pos=base, field=f,
-             anchor_write=k if f == 2 else -1)
+    type_pos = space.field_index(k, "type")
+    b.emit(type_pos, CHOICE, "type", anchor_write=k)
     for j in range(k if space.skips else 0):
-      b.emit(space._skip_offset(k) + j, SKIP, "skip", key_base=j, query_anchor=k)  # noqa: SLF001
-  return b.build(space.num_layers, uses)
+      b.emit(space._skip_offset(k) + j, SKIP, "skip", key_base=j)  # noqa: SLF001
+    for name in emitted:
+      b.emit(space.field_index(k, name), CHOICE, name, type_pos=type_pos, field=fields.index(name))
+  return b.build(space.num_layers, space._uses)  # noqa: SLF001
 
 
 def controller_layout(space) -> Layout:
