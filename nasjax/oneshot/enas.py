@@ -308,8 +308,7 @@ def run_enas(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = None
       run.close()
   state, history = out.state, out.history
   if not out.finished:
-    return {"finished": False, "epoch": out.position.epoch, "step_in_epoch": out.position.step, "state": state,
-            "history": history}
+    return out.interrupted()
   ranking = search.derive(state, xv, yv, cfg.derive_samples, cfg.derive_batches, jax.random.key(cfg.seed + 23))
   return {"finished": True, "method": "enas", "space": space.name, "epochs_run": out.position.epoch,
           "seconds": time.perf_counter() - t_start, "history": history, "state": state,

@@ -404,8 +404,7 @@ def run_search(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = No
       run.close()
   state, history = out.state, out.history
   if not out.finished:
-    return {"finished": False, "epoch": out.position.epoch, "step_in_epoch": out.position.step, "state": state,
-            "history": history}
+    return out.interrupted()
   result = {"finished": True, "method": cfg.method, "space": space.name, "epochs_run": out.position.epoch,
             "seconds": time.perf_counter() - t_start, "history": history, "state": state,
             "stopped": out.stopped}

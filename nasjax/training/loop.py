@@ -50,6 +50,12 @@ class LoopResult:
   finished: bool             # all epochs run, or stopped by a record
   stopped: str | None = None  # the stopping record's reason
 
+  def interrupted(self) -> dict:
+    """What a search returns from a call that ended before the last epoch (``stop_after_*``, as a killed
+    process would): where it stopped, the state and the history so far."""
+    return {"finished": False, "epoch": self.position.epoch, "step_in_epoch": self.position.step,
+            "state": self.state, "history": self.history}
+
 
 def check_batch_size(batch_size: int, mesh) -> None:
   if batch_size % mesh.size:
