@@ -125,8 +125,9 @@ def _mutation_is_small(space, a, b):
     return j - i == 2 and i % 4 == 0 and a[i] == b[j] and a[j] == b[i]
   if isinstance(space, MacroSpace):
     # Documented type change: the type slot changes and only fields the new type ignores reset to 0.
-    layer = diff[0] // 5
-    return (diff[0] % 5 == 0 and np.all(diff // 5 == layer) and np.all(b[diff[1:]] == 0))
+    w = space.layer_width
+    layer = diff[0] // w
+    return (diff[0] % w == 0 and np.all(diff // w == layer) and np.all(b[diff[1:]] == 0))
   return False
 
 
@@ -252,6 +253,8 @@ def _count_valid(space):
     CellSpace("tiny_distinct", ("a", "b"), 2, True),
     CellSpace("tiny_repeat", ("a", "b", "c"), 1, False, "loose_ends"),
     MacroSpace(2, kernel_sizes=(1, 3), filters=(8, 16), strides=(1, 2)),
+    MacroSpace(2, layer_types=("conv", "pool", "identity"), kernel_sizes=(1, 3), filters=(8,), strides=(1, 2),
+               name="macro_split", split_strides=True),
     EnasMacroSpace(num_layers=3),
     NB201Space(),
 ], ids=lambda s: s.name)
@@ -265,7 +268,8 @@ def test_published_sizes():
   darts = get_space("darts")
   assert darts.size == (np.prod([(i + 2) * (i + 1) * 49 for i in range(4)], dtype=object)) ** 2
   assert get_space("nas_rl").size == (4 * 4 * 4) ** 15 * 2 ** (15 * 14 // 2)
-  assert get_space("nas_rl", with_strides=True).size == (4 * 4 * 4 * 3) ** 15 * 2 ** 105
+  # Stride height and width are two decisions of 3 values each.
+  assert get_space("nas_rl", with_strides=True).size == (4 * 4 * 4 * 3 * 3) ** 15 * 2 ** 105
 
 
 # ----------------------------------------------------------------------------------------- cells

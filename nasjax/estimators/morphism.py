@@ -91,8 +91,8 @@ def _plan(space, arch, input_shape):
   return plan_network(space, arch, input_shape)
 
 
-def _layer_slice(k: int) -> slice:
-  return slice(5 * k, 5 * k + 5)
+def _layer_slice(space: MacroSpace, k: int) -> slice:
+  return slice(space.field_index(k, "type"), space.field_index(k + 1, "type"))
 
 
 def applicable_morphs(space: MacroSpace, arch: Any, input_shape: Any, kinds=KINDS) -> list[Morph]:
@@ -131,12 +131,12 @@ def child_arch(space: MacroSpace, arch: Any, morph: Morph, input_shape: Any) -> 
   child = space.check(arch).copy()
   k = morph.layer
   if morph.kind == "widen":
-    child[5 * k + 3] = space.filters.index(morph.filters)
+    child[space.field_index(k, "filters")] = space.filters.index(morph.filters)
   elif morph.kind == "deepen":
     in_channels = plan_network(space, arch, input_shape)[k].in_channels
-    child[_layer_slice(k)] = (space.layer_types.index("conv"), space.kernel_sizes.index(morph.kernel[0]),
-                              space.kernel_sizes.index(morph.kernel[1]), space.filters.index(in_channels),
-                              space.strides.index(1))
+    child[_layer_slice(space, k)] = ((space.layer_types.index("conv"), space.kernel_sizes.index(morph.kernel[0]),
+                                      space.kernel_sizes.index(morph.kernel[1]), space.filters.index(in_channels))
+                                     + (space.strides.index(1),) * (len(space.fields) - 3))
   elif morph.kind == "skip":
     child[space._skip_offset(k) + morph.source] = 1
   return child

@@ -10,11 +10,12 @@ layer 0) concatenated with the layers its skip bits select.
 Choices this module makes where the space leaves them open (each one is what the morphisms of
 :mod:`nasjax.estimators.morphism` need to be exactly function preserving):
 
-* ``conv``: Conv(kernel_h x kernel_w, stride, SAME, no bias) -> BatchNorm -> ReLU. Post-activation
+* ``conv``: Conv(kernel_h x kernel_w, strides (stride_h, stride_w), SAME, no bias) -> BatchNorm -> ReLU. Post-activation
   (NAS-RL's conv-BN-ReLU) rather than DARTS' ReLU-Conv-BN, so the first layer does not rectify the
   normalised image and every layer output is non-negative, which is what makes an identity-initialised
   conv (Net2DeeperNet) an exact identity.
-* ``pool``: max pooling (kernel_h x kernel_w, stride, SAME); channels pass through.
+* ``pool``: max pooling (kernel_h x kernel_w, strides (stride_h, stride_w), SAME); channels pass through.
+  A space with one stride field (no ``split_strides``) uses it for both.
 * ``dense``: global average pooling, a fully connected layer with bias, ReLU; the output is kept as a
   ``[B, 1, 1, units]`` map so that any layer type may follow. Averaging rather than flattening keeps the
   parameter count independent of the resolution.
@@ -52,15 +53,15 @@ IMAGE = -1  # source id of the network input in LayerPlan.sources
 class LayerPlan:
   """Static description of one layer of a chain network (host side).
 
-  ``sources`` are the layers whose outputs are concatenated (``IMAGE`` for the network input), in order;
-  ``nonnegative`` says whether every output value is >= 0 (true after a ReLU, kept by max pooling and
-  identity).
+  ``stride`` is (height, width), also where the space has one stride field; ``sources`` are the layers
+  whose outputs are concatenated (``IMAGE`` for the network input), in order; ``nonnegative`` says whether
+  every output value is >= 0 (true after a ReLU, kept by max pooling and identity).
   """
   index: int
   type: str
   kernel: tuple[int, int] | None
   filters: int | None
-  stride: int | None
+  stride: tuple[int, int] | None
   sources: tuple[int, ...]
   in_hw: tuple[int, int]
   in_channels: int
@@ -108,16 +109,18 @@ def _plan_cached(space: MacroSpace, arch: tuple[int, ...],
     in_channels = sum(c if s == IMAGE else plans[s].out_channels for s in sources)
     inputs_nonneg = all(s != IMAGE and plans[s].nonnegative for s in sources)
     t = layer["type"]
+    stride = layer["stride"]
+    if isinstance(stride, int):
+      stride = (stride, stride)
     if t in ("conv", "pool"):
-      stride = layer["stride"]
-      out_hw = (-(-in_hw[0] // stride), -(-in_hw[1] // stride))
+      out_hw = (-(-in_hw[0] // stride[0]), -(-in_hw[1] // stride[1]))
       out_channels = layer["filters"] if t == "conv" else in_channels
       nonneg = True if t == "conv" else inputs_nonneg
     elif t == "dense":
       out_hw, out_channels, nonneg = (1, 1), layer["filters"], True
     else:
       out_hw, out_channels, nonneg = in_hw, in_channels, inputs_nonneg
-    plans.append(LayerPlan(k, t, layer["kernel"], layer["filters"], layer["stride"], sources, in_hw,
+    plans.append(LayerPlan(k, t, layer["kernel"], layer["filters"], stride, sources, in_hw,
                            in_channels, out_hw, out_channels, nonneg))
   return tuple(plans)
 
@@ -173,11 +176,11 @@ class ChainNetwork(nn.Module):
       h = jnp.concatenate([pad_to(t, p.in_hw) for t in parts], axis=-1)
       names = layer_names(p)
       if p.type == "conv":
-        h = nn.Conv(p.filters, p.kernel, (p.stride, p.stride), padding="SAME", use_bias=False,
+        h = nn.Conv(p.filters, p.kernel, p.stride, padding="SAME", use_bias=False,
                     name=names["conv"])(h)
         h = nn.relu(batch_norm(train, True, names["bn"])(h))
       elif p.type == "pool":
-        h = nn.max_pool(h, p.kernel, (p.stride, p.stride), padding="SAME")
+        h = nn.max_pool(h, p.kernel, p.stride, padding="SAME")
       elif p.type == "dense":
         h = nn.relu(nn.Dense(p.filters, name=names["dense"])(jnp.mean(h, axis=(1, 2))))
         h = h[:, None, None, :]

@@ -134,9 +134,9 @@ def _macro_layout(space) -> Layout:
   layer's anchor point (the sigmoids choosing which earlier layers feed it) before its filter height. The
   layer's anchor is the hidden state at its type decision, emitted first because the fields' masks read it
   (NAS-RL's layers are all convolutions, so there the type is a one-choice step: the anchor point itself).
-  Each skip bit of layer ``k`` from layer ``j`` is scored from the two layers' anchors, as NAS-RL's
-  ``sigmoid(v . tanh(W_prev h_j + W_curr h_k))``; unlike the paper's single anchor step, each bit is its own
-  step here, so the choices made so far are fed back before the next one.
+  Each skip bit of layer ``k`` from layer ``j`` is NAS-RL's ``sigmoid(v . tanh(W_prev h_j + W_curr h))``
+  of layer ``j``'s anchor and the current hidden state; unlike the paper's single anchor step, each bit is
+  its own step here, so the bits chosen so far are fed back before the next one.
   """
   b = _Builder(space.num_choices)
   fields = space.fields
