@@ -357,6 +357,8 @@ def _macro_target(spec, space_name):
       raise NasjaxError(f"{spec} has no genotype string; was it edited? (rerun the search)")
     return train_macro.parse_architecture(stored, found["genotype"])
   if given in _MACRO_SPACES:
+    if isinstance(spec, str) and spec.endswith(".json"):
+      raise NasjaxError(f"genotype file {spec} does not exist")
     return train_macro.parse_architecture(given, spec)
   if given is None and isinstance(spec, str) and "|" in spec and "(" not in spec:
     raise NasjaxError(f"--genotype {spec!r} is in the '|' notation of the spaces {', '.join(_MACRO_SPACES)}; "

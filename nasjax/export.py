@@ -16,6 +16,9 @@ the exporting backend (on a CPU, depthwise convolutions as shifted slices: XLA:C
 convolutions several times slower); the ONNX graph writes them with XLA's own primitives
 (:data:`nasjax.nn.ops.XLA_IMPL`: grouped convolutions), the form ONNX has operators for. Every
 implementation choice of :class:`~nasjax.nn.ops.Impl` computes the same function of the same parameters.
+
+A ``nasjax train`` of a non-cell space (enas_macro, macro, nas_rl) exports the same way: its network
+(:mod:`nasjax.train_macro`) is loaded instead of the cell network, and ONNX writes it in XLA's primitives.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ ONNX_OPS = ("skip_connect", "max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "avg
 
 @dataclasses.dataclass
 class TrainedNetwork:
-  """A ``nasjax train`` checkpoint loaded for inference.
+  """A ``nasjax train`` checkpoint loaded for inference (a non-cell space's:
+  :class:`nasjax.train_macro.TrainedArchitecture`).
 
   Attributes:
     genotype: the trained cells (:class:`nasjax.spaces.Genotype`).

@@ -162,3 +162,25 @@ def test_a_result_file_nasjax_cannot_retrain_is_refused(tmp_path, capsys, writte
   assert rc == 2 and message in err and "Traceback" not in err, err
   rc = cli.main(["train", "--space", "nas_rl", "--genotype", str(path), "--out", str(tmp_path / "out")])
   assert rc == 2 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space_name,arch", [
+    ("enas_macro", "conv_3x3|conv_5x5<-0|sep_conv_3x3|sep_conv_5x5<-1,2|avg_pool_3x3<-0|max_pool_3x3<-3"),
+    ("macro", "conv(h3,w5,f24,s2)|pool(h3,w3,s2)<-0|identity<-0|conv(h1,w1,f36,s1)<-1|dense(f24)<-2"),
+])
+def test_onnx_export_computes_the_network(space_name, arch):
+  """Every ENAS macro op and every chain layer type through jax2onnx and onnxruntime (~15 CPU s)."""
+  pytest.importorskip("jax2onnx")
+  ort = pytest.importorskip("onnxruntime")
+  from nasjax import export
+  space, a = train_macro.parse_architecture(space_name, arch)
+  net = train_macro.build(space, a, 4, (16, 16, 3), channels=4)
+  variables = net.init(jax.random.key(0))
+  # Non-trivial BatchNorm statistics, so the inference-mode normalisation is checked too.
+  variables = dict(variables, batch_stats=jax.tree.map(lambda v: v + 0.25, variables["batch_stats"]))
+  trained = train_macro.TrainedArchitecture(net.genotype, net.module, variables, net.input_shape, 4, 0)
+  session = ort.InferenceSession(export.to_onnx(trained))
+  x = np.asarray(jax.random.normal(jax.random.key(1), (3, 16, 16, 3)))
+  got = session.run(None, {session.get_inputs()[0].name: x})[0]
+  np.testing.assert_allclose(got, trained.forward(jnp.asarray(x)), rtol=1e-4, atol=1e-5)

@@ -180,7 +180,8 @@ class ChainNetwork(nn.Module):
                     name=names["conv"])(h)
         h = nn.relu(batch_norm(train, True, names["bn"])(h))
       elif p.type == "pool":
-        h = nn.max_pool(h, p.kernel, p.stride, padding="SAME")
+        # By keyword: jax2onnx's ONNX conversion replaces flax's max_pool with a keyword-only function.
+        h = nn.max_pool(h, window_shape=p.kernel, strides=p.stride, padding="SAME")
       elif p.type == "dense":
         h = nn.relu(nn.Dense(p.filters, name=names["dense"])(jnp.mean(h, axis=(1, 2))))
         h = h[:, None, None, :]
