@@ -41,9 +41,9 @@ from nasjax.training import FitResult, evaluate, fit, init_state, make_eval_step
 SPACES = ("enas_macro", "macro", "nas_rl")
 # Settings of the cell protocol these networks have no part for, and the value that means "none of it".
 _CELL_ONLY = {"drop_path": 0.0, "auxiliary": False, "auxiliary_weight": None, "stem": "cifar", "layers": None}
-_WHAT = {"drop_path": "drop-path", "auxiliary": "an auxiliary head", "auxiliary_weight": "an auxiliary head",
-         "stem": "a choice of stem", "layers": "a depth setting (the architecture fixes its layers)",
-         "channels": "a width setting (the architecture fixes its filter counts)"}
+_WHY = {"drop_path": "it has no drop-path", "auxiliary": "it has no auxiliary head",
+        "auxiliary_weight": "it has no auxiliary head", "stem": "it has its own stem",
+        "layers": "its depth is the architecture's", "channels": "its widths are the architecture's filter counts"}
 
 
 def canonical_space(name: str) -> str | None:
@@ -90,8 +90,9 @@ def protocol_config(cfg, space, given: dict) -> ml_collections.ConfigDict:
   for key, neutral in drop.items():
     value = given.get(key)
     if key in given and not (value == neutral or (key == "layers" and value == space.num_layers)):
-      raise NasjaxError(f"--{key.replace('_', '-')} does not apply to the {space.name} network: it has no "
-                        f"{_WHAT[key]}; leave the option out")
+      why = _WHY[key] + (f" ({space.num_layers} layers)" if key == "layers" else "")
+      raise NasjaxError(f"--{key.replace('_', '-')} does not apply to the {space.name} network: {why}; leave the "
+                        "option out")
   settings = {k: v for k, v in cfg.to_dict().items() if k not in drop or k == "drop_path"}
   settings["drop_path"] = 0.0
   return ml_collections.ConfigDict(settings)
