@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax import NasjaxError, cli, spaces, train, train_macro
+from nasjax import NasjaxError, cli, train, train_macro
 from nasjax.nn.count import count_params
 from nasjax.nn.enas_macro_network import EnasMacroNetwork
 
@@ -55,15 +55,15 @@ def test_enas_child_holds_only_the_chosen_ops_and_computes_the_shared_network():
 
 
 @pytest.mark.parametrize("space_name,arch,kill", [
-    ("enas_macro", ENAS_ARCH, dict(stop_after_epochs=1)),
-    ("nas_rl", NAS_RL_ARCH, dict(stop_after_steps=5)),  # inside epoch 2, after its step-2 checkpoint
+    ("enas_macro", ENAS_ARCH, {"stop_after_epochs": 1}),
+    ("nas_rl", NAS_RL_ARCH, {"stop_after_steps": 5}),  # inside epoch 2, after its step-2 checkpoint
 ])
 def test_killed_retraining_resumes_to_the_uninterrupted_run(tmp_path, tiny_dataset, space_name, arch, kill):
   space, a = train_macro.parse_architecture(space_name, arch)
   cfg = train_macro.protocol_config(tiny_config(checkpoint_every_steps=2), space, {})
   net = train_macro.for_dataset(space, a, tiny_dataset, cfg)
   identity = {"space": space.name, "genotype": net.genotype, "config": train.config_to_dict(cfg)}
-  run = dict(show_progress=False, identity=identity)
+  run = {"show_progress": False, "identity": identity}
   whole = train_macro.train_architecture(net, tiny_dataset, cfg, workdir=str(tmp_path / "whole"), **run)
   killed = train_macro.train_architecture(net, tiny_dataset, cfg, workdir=str(tmp_path / "killed"), **run, **kill)
   assert not killed.finished
