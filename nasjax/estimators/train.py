@@ -135,6 +135,17 @@ class TrainingEstimator:
   def num_fidelities(self) -> int:
     return len(self.fidelity_epochs) if self.fidelity_epochs else 1
 
+  def __getstate__(self) -> dict:
+    # A copy (a Ray task's) runs in another process: the mesh names this process's devices and cannot be
+    # pickled, and compiled steps belong to this process; the copy builds its own of both.
+    state = dict(self.__dict__)
+    state["mesh"], state["_programs"] = None, {}
+    return state
+
+  def __setstate__(self, state: dict) -> None:
+    self.__dict__.update(state)
+    self.mesh = nasdata.data_mesh()
+
   def _steps(self, model: Model, cfg):
     """(optimizer, train step, eval step); a shared model keeps one compiled pair per epoch count."""
     if model.shared and cfg.epochs in self._programs:
