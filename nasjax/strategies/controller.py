@@ -119,7 +119,10 @@ class Policy:
     # controller's current hidden state.
     skip_score = attend(anchors[base], h)
     skip = jnp.zeros((width,)).at[1].set(skip_score)
-    logits = jnp.where(kind == CHOICE, choice, jnp.where(kind == POINTER, pointer, skip))
+    # Every decision has a learned prior over its values (the softmax head's bias), so decisions that share
+    # the attention weights (all skip bits, all of a cell's inputs) can still settle on different values.
+    bias = params["head_b"][head]
+    logits = jnp.where(kind == CHOICE, choice, jnp.where(kind == POINTER, pointer + bias, skip + bias))
     if self.temperature is not None:
       logits = logits / self.temperature
     if self.tanh_constant is not None:

@@ -102,8 +102,8 @@ def _cell_layout(space) -> Layout:
     for i in range(n):
       in_a, op_a, in_b, op_b = (int(v) for v in slot[c, i])
       base = c * per_cell
-      b.emit(in_a, POINTER, key_base=base)
-      b.emit(in_b, POINTER, key_base=base, exclude_pos=in_a if space.distinct_inputs else -1)
+      b.emit(in_a, POINTER, "input", key_base=base)
+      b.emit(in_b, POINTER, "input", key_base=base, exclude_pos=in_a if space.distinct_inputs else -1)
       b.emit(op_a, CHOICE, "op")
       b.emit(op_b, CHOICE, "op", anchor_write=base + 2 + i)
   return b.build(2 * per_cell)
