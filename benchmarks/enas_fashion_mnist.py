@@ -13,9 +13,9 @@ controller is rewarded by the samples' validation accuracy under the shared weig
    function, the shared network left out);
 3. the derived cell retrained exactly as in ``darts_fashion_mnist.py`` (that script's ``retrain_stage``:
    16 channels, 5 cells, 7 epochs, batch 64, all 60,000 images, no cutout or drop-path; the README's table has
-   the DARTS cell at 93.21% and size-matched random cells at 92.62-93.10%). ``--retrain-epochs-now N`` stops
-   after N of those epochs (the same checkpoints; rerunning without it finishes the run), so a short budget
-   is compared with the DARTS cell's accuracy after the same epoch of the same 7-epoch schedule.
+   the DARTS cell at 93.21% and size-matched random cells at 92.62-93.10%). ``--retrain-epochs-now N`` runs
+   N more of those epochs and stops (the same checkpoints; rerunning goes on, without it to the end), so a
+   short budget is compared with the DARTS cell's accuracy after the same epoch of the same 7-epoch schedule.
 
 ``--rank-agreement`` adds: ``--rank-cells`` distinct cells sampled from the trained controller, each scored by
 the shared weights on ``--rank-batches`` validation batches (as ``EnasSearch.derive`` scores) and by a short
@@ -96,8 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--no-retrain", action="store_true", help="search (and rank) only")
   p.add_argument("--train-epochs", type=int, default=7)
   p.add_argument("--retrain-epochs-now", type=int, default=None,
-                 help="stop the retraining after this many of its --train-epochs epochs (its checkpoints are "
-                      "kept: the same command without this option finishes it)")
+                 help="run at most this many more of the retraining's --train-epochs epochs in this call (it "
+                      "resumes from its checkpoints: rerun to go on; without this option it finishes)")
   p.add_argument("--train-channels", type=int, default=16)
   p.add_argument("--train-layers", type=int, default=5)
   p.add_argument("--train-subset", type=int, default=0, help="training images of the retraining; 0 = all")
@@ -310,8 +310,8 @@ def rank_stage(args, cfg, space, dataset, state) -> dict:
 
 def retrain(args, genotype: str, dataset) -> dict:
   """The DARTS benchmark's retraining of ``genotype``: its ``retrain_stage`` when the run is to finish,
-  else the same training (same settings, checkpoints and identity, so a later full run resumes it) stopped
-  after ``--retrain-epochs-now`` epochs."""
+  else the same training (same settings, checkpoints and identity, so a later full run resumes it) for
+  ``--retrain-epochs-now`` more epochs."""
   rargs = retrain_args(args)
   params = darts_bench.retrained_params(genotype, args.train_channels, rargs, dataset)
   if args.retrain_epochs_now is None or args.retrain_epochs_now == args.train_epochs:
