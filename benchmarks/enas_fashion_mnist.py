@@ -178,12 +178,16 @@ def timed(fn):
   return out, time.process_time() - cpu, time.perf_counter() - wall
 
 
-def search_stage(args, cfg, space, dataset) -> tuple[dict, dict]:
-  """Runs (or resumes, or reuses) the search; returns the stage record and the final search state (the
-  state comes from the checkpoints when the stage is reused, for the rank agreement)."""
+def search_stage(args, cfg, space, dataset, need_state: bool) -> tuple[dict, dict | None]:
+  """Runs (or resumes, or reuses) the search; returns the stage record and, when ``need_state`` (the rank
+  agreement scores with the shared weights) or the search ran, its final state (from the checkpoints when
+  the stage is reused). A reused stage without ``need_state`` reads no checkpoint, so the retraining of a
+  found cell goes on after the search's code has changed."""
   settings = {"data": args.data, "config": train.config_to_dict(cfg)}
   done_path = os.path.join(args.out, "search.json")
   done = load_finished(done_path, settings)
+  if done is not None and not need_state:
+    return done, None
   workdir = os.path.join(args.out, "search")
   result, cpu, wall = timed(lambda: enas.run_enas(cfg, space, dataset, workdir=workdir, identity={"data": args.data},
                                                   show_progress=not args.quiet))
@@ -357,7 +361,7 @@ def run(args) -> dict:
   os.makedirs(args.out, exist_ok=True)
   report["settings"] = {k: v for k, v in vars(args).items() if k not in ("quiet", "json")}
   report["search_config"] = train.config_to_dict(cfg)
-  search, state = search_stage(args, cfg, space, dataset)
+  search, state = search_stage(args, cfg, space, dataset, need_state=args.rank_agreement)
   report["search"] = {k: v for k, v in search.items() if k not in ("settings", "arch")}
   report["controller_step"] = controller_timing(args, cfg, space)
   if args.rank_agreement:
