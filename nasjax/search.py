@@ -302,6 +302,9 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
           f"{len(done) + 1}", file=sys.stderr, flush=True)
   init_key, loop_key = jax.random.split(key)
   state = strategy.init(init_key)
+  # One compiled ask and tell for the whole search: run op by op, a policy's tell (the LSTM controller's
+  # teacher-forced rollout) dispatches hundreds of small programs each round.
+  ask, tell = jax.jit(strategy.ask), jax.jit(strategy.tell)
   history: list[dict] = []
   rounds: list[dict] = []
   bar = progress(budget, f"search ({strategy.name})", show_progress)
@@ -314,7 +317,7 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
   spent = np.float32(0)  # full-training equivalents (see nasjax.strategies.budget); queries otherwise
   while admitted(spent, budget):
     ask_key, eval_key = jax.random.split(jax.random.fold_in(loop_key, round_index))
-    asked, state = strategy.ask(state, ask_key)
+    asked, state = ask(state, ask_key)
     asked = np.asarray(asked)
     if asked.ndim != 2 or not len(asked):
       raise NasjaxError(f"strategy {strategy.name!r} asked for shape {asked.shape}; ask must return "
@@ -390,7 +393,7 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
         spent = np.float32(spent + cost)
     else:
       spent = np.float32(len(history))
-    state = strategy.tell(state, jnp.asarray(asked), jnp.asarray(fitness))
+    state = tell(state, jnp.asarray(asked), jnp.asarray(fitness))
     rounds.append(_round_record(round_index, len(history), fitness, state))
     round_index += 1
   bar.close()
