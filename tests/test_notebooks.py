@@ -25,6 +25,8 @@ NOTEBOOKS = {
     "zero_cost_proxies": (True, 300, "default"),
     "darts": (False, 1200, "slow"),
     "performance_estimation": (False, 1200, "slow"),
+    "enas_nasrl": (True, 1200, "slow"),
+    "multi_objective": (True, 1200, "slow"),
 }
 
 
