@@ -303,8 +303,9 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
   init_key, loop_key = jax.random.split(key)
   state = strategy.init(init_key)
   # One compiled ask and tell for the whole search: run op by op, a policy's tell (the LSTM controller's
-  # teacher-forced rollout) dispatches hundreds of small programs each round.
-  ask, tell = jax.jit(strategy.ask), jax.jit(strategy.tell)
+  # teacher-forced rollout) dispatches hundreds of small programs each round. A host-side strategy that
+  # cannot be traced runs as it is.
+  ask, tell = _jit_if_traceable(strategy.ask), _jit_if_traceable(strategy.tell)
   history: list[dict] = []
   rounds: list[dict] = []
   bar = progress(budget, f"search ({strategy.name})", show_progress)
@@ -409,6 +410,25 @@ def run(strategy: Strategy, estimator: Callable, budget: int, key: jax.Array, *,
   if best is None:
     raise NasjaxError("every evaluation failed (NaN or Inf, or an error); nothing to report")
   return {"best": best, "history": history, "state": jax.device_get(state), "rounds": rounds}
+
+
+_TRACE_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                 jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
+
+
+def _jit_if_traceable(fn: Callable) -> Callable:
+  """``jax.jit(fn)``, or ``fn`` itself from the first call whose tracing needs concrete values (a strategy
+  written with host control flow)."""
+  jitted, traceable = jax.jit(fn), [True]
+
+  def call(*args):
+    if traceable[0]:
+      try:
+        return jitted(*args)
+      except _TRACE_ERRORS:
+        traceable[0] = False
+    return fn(*args)
+  return call
 
 
 # Scalars of a strategy's state worth following round by round (the controller's and REINFORCE's policy).

@@ -38,7 +38,8 @@ def _batch(tiny_dataset, phase):
   return jnp.asarray(x), jnp.asarray(y), jnp.full((8,), phase, jnp.int32)
 
 
-@pytest.mark.parametrize("space_name", list(SPACES))
+@pytest.mark.parametrize("space_name", [s if s == "nb201" else pytest.param(s, marks=pytest.mark.slow)
+                                        for s in SPACES])
 def test_shared_step_changes_only_the_sampled_ops(space_name, tiny_dataset):
   search = _search(space_name)
   state = search.init_state(0)
@@ -79,6 +80,7 @@ def test_controller_step_changes_only_the_controller(tiny_dataset):
   assert 0.0 <= float(metrics["reward"]) <= 1.0 and float(metrics["controller_steps"]) == 1
 
 
+@pytest.mark.slow  # two full tiny searches (~55 s)
 def test_kill_and_resume_is_bitwise_the_uninterrupted_search(tiny_dataset, tmp_path):
   space = get_space("nb201")
   cfg = _config("nb201")
@@ -124,6 +126,7 @@ ENAS_CLI = ["--config", "demo", "--epochs", "1", "--batch-size", "8", "--train-s
             "0.25", "--controller-steps", "2", "--controller-batch", "3", "--derive-samples", "3"]
 
 
+@pytest.mark.slow  # a third ENAS compile (~35 s); the library runs above cover the search itself
 def test_cli_enas_writes_result_plots_and_a_retrainable_architecture(tmp_path, tiny_npz, capsys):
   from nasjax import cli
   out = tmp_path / "enas"

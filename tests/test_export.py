@@ -15,7 +15,8 @@ from nasjax.nn.count import count_params
 from nasjax.nn.network import Network
 
 # One worker trains the checkpoint once for the whole module (and warms jax2onnx up once).
-pytestmark = [pytest.mark.xdist_group("export"), pytest.mark.usefixtures("fast_compiles")]
+# Slow as a module: a trained checkpoint fixture and jax2onnx's first conversion cost ~40 CPU s together.
+pytestmark = [pytest.mark.xdist_group("export"), pytest.mark.usefixtures("fast_compiles"), pytest.mark.slow]
 
 # Every DARTS op, in both cell types, at strides 1 and 2.
 ALL_OPS = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_5x5', 1), ('dil_conv_3x3', 0), ('dil_conv_5x5', 2), "

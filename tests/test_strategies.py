@@ -296,7 +296,13 @@ ALL_NB201 = {
 }
 
 
-@pytest.mark.parametrize("name", [n if n != "bayesopt" else SLOW_BO for n in STRATEGY_NAMES])
+# The controller's eager LSTM rollouts run decision by decision (~40 s); its Adam step on an LSTM also
+# reassociates sums under jit, and Adam turns that into differences up to ~1e-5 (its steps are 3.5e-3): 1e-4.
+SLOW_CONTROLLER = pytest.param("controller", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("name", [{"bayesopt": SLOW_BO, "controller": SLOW_CONTROLLER}.get(n, n)
+                                  for n in STRATEGY_NAMES])
 @pytest.mark.usefixtures("fast_compiles_for_test")
 def test_jit_and_eager_agree(name):
   strategy = get_strategy(name, NB201, **ALL_NB201[name])
@@ -315,8 +321,8 @@ def test_jit_and_eager_agree(name):
     with jax.disable_jit():
       eager_state = strategy.tell(eager_state, a_eager, f)
     jit_state = tell(jit_state, a_jit, f)
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6),
-               eager_state, jit_state)
+  tol = dict(rtol=1e-4, atol=1e-4) if name == "controller" else dict(rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol), eager_state, jit_state)
 
 
 @pytest.mark.parametrize("space_name", ["darts", "macro"])  # nb201: every other test
