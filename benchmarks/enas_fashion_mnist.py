@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -51,12 +49,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import darts_fashion_mnist as darts_bench
+import provenance
 from nasjax import data as nasdata
 from nasjax import spaces, train
 from nasjax.errors import NasjaxError
 from nasjax.estimators.train import ShortTrainingEstimator, short_training_config
 from nasjax.oneshot import enas
-from nasjax.utils.stages import environment, load_finished, report_main, write_json_atomic
+from nasjax.utils.stages import load_finished, report_main, write_json_atomic
 
 # The README's Fashion-MNIST table (16 channels, 5 cells, 7 epochs, all 60,000 images): test accuracy after
 # each epoch of the first-order DARTS cell, and the final accuracies of the three size-matched random cells.
@@ -333,28 +332,9 @@ def retrain(args, genotype: str, dataset) -> dict:
           "this_call_cpu_seconds": cpu, "this_call_wall_seconds": wall}
 
 
-def git_commit() -> str:
-  try:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.abspath(__file__)))
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks/enas_fashion_mnist.py", "nasjax"],
-                           capture_output=True, text=True, check=True,
-                           cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-
-
-def machine() -> dict:
-  load = os.getloadavg() if hasattr(os, "getloadavg") else None
-  return {**environment(), "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-          "load_average_at_start": [round(v, 2) for v in load] if load else None}
-
-
 def run(args) -> dict:
   t_cpu, t_wall = time.process_time(), time.perf_counter()
-  report = {"benchmark": "enas_fashion_mnist", "commit": git_commit(),
-            "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]), "machine": machine()}
+  report = {"benchmark": "enas_fashion_mnist", **provenance.of(__file__)}
   dataset = nasdata.load_dataset(args.data)
   space = spaces.get_space("enas_micro")
   cfg = search_cfg(args)

@@ -25,22 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-
-def _commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
+import provenance
 
 
 def _estimator(model: str, space, dataset, cfg):
@@ -151,10 +142,7 @@ def main(argv=None) -> dict:
                  "best_accuracy": max(accs) if accs else None, "mean_accuracy": float(np.mean(accs)),
                  "per_candidate_s": [round(s, 2) for s in seconds]})
     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-  result = {"benchmark": "estimator_compile", "commit": _commit(), "command": " ".join(sys.argv),
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "cpus": os.cpu_count(), "backend": jax.default_backend(),
-                        "jax": jax.__version__},
+  result = {"benchmark": "estimator_compile", **provenance.of(__file__, argv),
             "date": time.strftime("%Y-%m-%d"), "settings": vars(args), "results": rows}
   print(json.dumps(result, indent=2))
   if args.json:

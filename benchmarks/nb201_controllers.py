@@ -34,14 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import jax
 import numpy as np
 
+import provenance
 from nasjax.errors import NasjaxError
 from nasjax.estimators.tabular import NB201TabularEstimator, load_nb201_table
 from nasjax.parallel import check_results, make_device_search
@@ -62,14 +61,6 @@ STRATEGIES = {
 DEFAULT_STRATEGIES = ("nasrl", "reinforce", "regularized_evolution", "random")
 # Query counts at which the incumbent's test accuracy is reported along the search.
 CURVE_POINTS = (10, 50, 100, 200, 500, 1000)
-
-
-def _commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 def summary(values) -> dict:
@@ -130,13 +121,10 @@ def main(argv=None) -> int:
   est = NB201TabularEstimator(table, "c10valid_valid_acc", seed_noise=seed_noise)
   keys = jax.random.split(jax.random.key(args.seed), args.seeds)  # the same seeds for every strategy
   test = np.asarray(table.column("cifar10_test_acc"), np.float64)
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  report = {"benchmark": "nb201_controllers", "commit": _commit(), "command": " ".join(["python"] + sys.argv),
-            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                        "load_average": os.getloadavg(), "backend": jax.default_backend(),
-                        "device": str(jax.devices()[0].device_kind), "jax": jax.__version__},
+  report = {"benchmark": "nb201_controllers", **provenance.of(__file__, argv),
+            "date": time.strftime("%Y-%m-%d"),
             # Relative to the repository: the result file names no machine's paths.
-            "date": time.strftime("%Y-%m-%d"), "table": os.path.relpath(os.path.abspath(args.table), repo),
+            "table": os.path.relpath(os.path.abspath(args.table), provenance.REPO),
             "table_load_s": load_s, "seeds": args.seeds, "budget": args.budget, "seed_noise": seed_noise,
             "fitness": "c10valid_valid_acc", "reported": "cifar10_test_acc of the incumbent",
             "optimum_cifar10_test_acc": float(np.nanmax(test)),

@@ -30,14 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import jax
 import numpy as np
 
+import provenance
 from nasjax.errors import NasjaxError
 from nasjax.estimators.tabular import NB201TabularEstimator, load_nb201_table
 from nasjax.objectives import make_objectives
@@ -49,14 +48,6 @@ from nasjax.strategies.random_search import random_search
 
 DEFAULT_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "nb201",
                              "nb201.csv")
-
-
-def _commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 def summary(values) -> dict:
@@ -130,13 +121,10 @@ def main(argv=None) -> int:
           # Random search ignores what it is told; the weights only satisfy the single-objective contract.
           "random": (random_search(space, batch_size=args.population),
                      make_objectives("accuracy:max,latency_s:min", weights=(1.0, 0.0)))}
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  report = {"benchmark": "nb201_pareto", "commit": _commit(), "command": " ".join(["python"] + sys.argv),
-            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                        "load_average": os.getloadavg(), "backend": jax.default_backend(),
-                        "device": str(jax.devices()[0].device_kind), "jax": jax.__version__},
+  report = {"benchmark": "nb201_pareto", **provenance.of(__file__, argv),
+            "date": time.strftime("%Y-%m-%d"),
             # Relative to the repository: the result file names no machine's paths.
-            "date": time.strftime("%Y-%m-%d"), "table": os.path.relpath(os.path.abspath(args.table), repo),
+            "table": os.path.relpath(os.path.abspath(args.table), provenance.REPO),
             "table_load_s": load_s,
             "seeds": args.seeds, "budget": args.budget, "population": args.population, "seed_noise": seed_noise,
             "objectives": ["c10valid_valid_acc:max", "c10valid_latency_s:min"],

@@ -37,11 +37,19 @@ def load_finished(path: str, settings: dict) -> dict | None:
 
 
 def environment() -> dict:
-  """Where a figure was measured: the first device, the device count and the versions that matter."""
+  """Where a figure was measured: the first device, the device count, the versions that matter and the host.
+
+  The host's processor, cores and load average when the run began say how far its wall times can be
+  trusted: the development machine is shared, and other work there slows a run without changing it.
+  """
   import jax
   device = jax.devices()[0]
+  load = os.getloadavg() if hasattr(os, "getloadavg") else None
   return {"device": f"{device.platform}: {device.device_kind} x{jax.device_count()}",
-          "versions": {"python": platform.python_version(), "jax": jax.__version__}}
+          "versions": {"python": platform.python_version(), "jax": jax.__version__},
+          "backend": jax.default_backend(), "platform": platform.platform(),
+          "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+          "load_average": [round(v, 2) for v in load] if load else None}
 
 
 def report_main(parse_args: Callable[[Any], Any], run: Callable[[Any], dict], argv=None) -> int:
