@@ -110,6 +110,43 @@ def sample_batch(space, key: jax.Array, num: int) -> jax.Array:
   return jax.vmap(space.sample)(jax.random.split(key, num)).astype(jnp.int32)
 
 
+# ------------------------------------------------------------------------- evolutionary operators
+def distinct_members(key: jax.Array, occupied: jax.Array, num: int) -> jax.Array:
+  """int32[num]: ``num`` distinct slots of a population, drawn uniformly among the ``occupied`` ones (bool[N]).
+
+  Random scores with the empty slots pushed below every occupied one, then the top ``num``: a draw
+  without replacement in fixed shapes, which reaches empty slots only when fewer than ``num`` are
+  occupied (the caller then masks them out).
+  """
+  scores = jnp.where(occupied, jax.random.uniform(key, occupied.shape), -1.0)
+  return jax.lax.top_k(scores, num)[1]
+
+
+def offspring(space, key: jax.Array, num: int, select: Callable[[jax.Array], jax.Array], crossover_prob: float,
+              sampled: jax.Array) -> jax.Array:
+  """int32[num, D]: the rows of an evolutionary ask, uniform samples where ``sampled`` (bool[num]), else children.
+
+  A child is the mutation of the parent ``select(key)`` returns (a tournament winner, int[D]) or, with
+  probability ``crossover_prob``, of the space's crossover of two such parents. Samples and children
+  are both computed for every row, as fixed shapes under ``jax.jit`` and ``jax.vmap`` require; the rows
+  of a strategy still filling its initial population are its samples. Shared by regularized evolution
+  and NSGA-II, which differ only in how ``select`` ranks a tournament.
+  """
+  k_sample, k_breed = jax.random.split(key)
+  fresh = sample_batch(space, k_sample, num)
+
+  def breed(k):
+    k1, k2, k_cx, k_use, k_mut = jax.random.split(k, 5)
+    parent = select(k1)
+    if crossover_prob > 0.0:  # static: without crossover no second tournament is traced
+      child = space.crossover(k_cx, parent, select(k2))
+      parent = jnp.where(jax.random.bernoulli(k_use, crossover_prob), child, parent)
+    return space.mutate(k_mut, parent).astype(jnp.int32)
+
+  children = jax.vmap(breed)(jax.random.split(k_breed, num))
+  return jnp.where(sampled[:, None], fresh, children)
+
+
 # ------------------------------------------------------------------------------------ option checks
 def check_int(strategy: str, option: str, value: Any, minimum: int = 1) -> int:
   """A Python int >= ``minimum`` (static: it fixes array shapes), else NasjaxError."""

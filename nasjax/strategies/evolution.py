@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
-from nasjax.strategies.base import (Strategy, check_float, check_int, check_space, clean_fitness, initial_best,
-                                    sample_batch, update_best)
+from nasjax.strategies.base import (Strategy, check_float, check_int, check_space, clean_fitness, distinct_members,
+                                    initial_best, offspring, update_best)
 
 
 def regularized_evolution(space, population_size: int = 50, tournament_size: int = 10,
@@ -60,29 +60,16 @@ def regularized_evolution(space, population_size: int = 50, tournament_size: int
             "filled": jnp.zeros((), jnp.int32)}  # members alive; they occupy slots [0, filled)
 
   def tournament(key, state):
-    # Random scores with empty slots pushed below every filled one give S distinct members.
-    scores = jax.random.uniform(key, (pop_size,))
-    scores = jnp.where(jnp.arange(pop_size) < state["filled"], scores, -1.0)
-    _, members = jax.lax.top_k(scores, tour_size)
+    # S distinct living members (fewer while the population fills; the empty slots drawn then never win).
+    members = distinct_members(key, jnp.arange(pop_size) < state["filled"], tour_size)
     fit = jnp.where(members < state["filled"], state["fitness"][members], -jnp.inf)
     return state["population"][members[jnp.argmax(fit)]]
 
-  def breed(key, state):
-    k1, k2, k_cx, k_use, k_mut = jax.random.split(key, 5)
-    parent = tournament(k1, state)
-    if cx_prob > 0.0:
-      child = space.crossover(k_cx, parent, tournament(k2, state))
-      parent = jnp.where(jax.random.bernoulli(k_use, cx_prob), child, parent)
-    return space.mutate(k_mut, parent).astype(jnp.int32)
-
   def ask(state, key):
-    k_sample, k_breed = jax.random.split(key)
-    fresh = sample_batch(space, k_sample, batch_size)
-    children = jax.vmap(breed, in_axes=(0, None))(jax.random.split(k_breed, batch_size), state)
     # Row j completes the initial population while it is not yet full (counting the rows before it).
     row = jnp.arange(batch_size)
     random_row = (state["filled"] + row < pop_size) | (state["filled"] == 0)
-    return jnp.where(random_row[:, None], fresh, children), state
+    return offspring(space, key, batch_size, lambda k: tournament(k, state), cx_prob, random_row), state
 
   def tell(state, archs, fitness):
     archs = jnp.asarray(archs, jnp.int32)

@@ -19,12 +19,11 @@ search's real result is the Pareto front of everything evaluated, which the driv
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
-from nasjax.strategies.base import (Strategy, check_float, check_int, check_space, initial_best, sample_batch,
-                                    update_best)
+from nasjax.strategies.base import (Strategy, check_float, check_int, check_space, distinct_members, initial_best,
+                                    offspring, update_best)
 from nasjax.strategies.pareto import rank_and_crowding_order, valid_rows
 
 
@@ -61,30 +60,17 @@ def nsga2(space, population_size: int = 50, offspring_size: int | None = None, n
             "crowding": jnp.zeros((mu,), jnp.float32)}
 
   def tournament(key, state):
-    # Two distinct members, valid ones first (random scores, empty slots pushed below every valid one).
-    valid = valid_rows(state["fitness"])
-    scores = jnp.where(valid, jax.random.uniform(key, (mu,)), -1.0)
-    _, (a, b) = jax.lax.top_k(scores, 2)
+    # Binary tournament of two distinct members, valid ones first, under the crowded-comparison order.
+    a, b = distinct_members(key, valid_rows(state["fitness"]), 2)
     rank, crowd = state["rank"], state["crowding"]
     b_wins = (rank[b] < rank[a]) | ((rank[b] == rank[a]) & (crowd[b] > crowd[a]))
     return state["population"][jnp.where(b_wins, b, a)]
 
-  def breed(key, state):
-    k1, k2, k_cx, k_use, k_mut = jax.random.split(key, 5)
-    parent = tournament(k1, state)
-    if cx_prob > 0.0:
-      child = space.crossover(k_cx, parent, tournament(k2, state))
-      parent = jnp.where(jax.random.bernoulli(k_use, cx_prob), child, parent)
-    return space.mutate(k_mut, parent).astype(jnp.int32)
-
   def ask(state, key):
-    k_sample, k_breed = jax.random.split(key)
-    fresh = sample_batch(space, k_sample, lam)
-    children = jax.vmap(breed, in_axes=(0, None))(jax.random.split(k_breed, lam), state)
     # Row j is a uniform sample while the population, counting the rows before j, is not yet full.
     num_valid = jnp.sum(valid_rows(state["fitness"]))
     random_row = num_valid + jnp.arange(lam) < mu
-    return jnp.where(random_row[:, None], fresh, children), state
+    return offspring(space, key, lam, lambda k: tournament(k, state), cx_prob, random_row), state
 
   def tell(state, archs, fitness):
     archs = jnp.asarray(archs, jnp.int32)
