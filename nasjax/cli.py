@@ -508,7 +508,8 @@ def _search_mode(args) -> str:
     given = [o for o, v in (("--strategy", args.strategy), ("--estimator", args.estimator),
                             ("--executor", args.executor), ("--strategy-option", args.strategy_option),
                             ("--num-archs", args.num_archs), ("--objectives", args.objectives),
-                            ("--constraint", args.constraint)) if v is not None]
+                            ("--constraint", args.constraint), ("--robustness", args.robustness or None))
+             if v is not None]
     if given:
       raise NasjaxError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for discrete search; "
                         f"--method {method} is a one-shot "
@@ -576,6 +577,7 @@ def cmd_search_discrete(args) -> dict:
   options = _strategy_options(args.strategy_option)
   name, strategy = _discrete_strategy(args, space, options)
   objectives = _objectives(args, spec)
+  robustness = _robustness(args, spec)
   if objectives is not None and strategy.num_objectives > 1 and "num_objectives" not in options:
     # A multi-objective strategy takes as many objectives as --objectives names.
     options["num_objectives"] = len(objectives.names)
@@ -607,7 +609,7 @@ def cmd_search_discrete(args) -> dict:
   def build():
     return registry.build_estimator(
         spec, space, dataset, cfg, num_candidates=budget * (len(resources) if resources else 1),
-        fidelity_resources=resources, workdir=args.out, show_progress=not args.quiet)
+        fidelity_resources=resources, workdir=args.out, show_progress=not args.quiet, robustness=robustness)
 
   if args.device_metrics and strategy.num_fidelities > 1:
     raise NasjaxError(f"--device-metrics measures full networks; it does not combine with the multi-fidelity "
@@ -628,6 +630,8 @@ def cmd_search_discrete(args) -> dict:
     identity["objectives"] = objectives.describe()
   if args.device_metrics:
     identity["device_metrics"] = True
+  if robustness is not None:
+    identity["robustness"] = robustness
   out = search.run(strategy, estimator, budget, jax.random.key(cfg.seed), workdir=args.out, identity=identity,
                    fitness_key=spec.fitness_key, show_progress=not args.quiet, to_string=space.to_string,
                    executor=executor, objectives=objectives)
@@ -674,6 +678,20 @@ def _with_device_metrics(estimator, args, space, dataset, cfg):
                               num_classes=dataset.num_classes if dataset is not None else 10,
                               channels=cfg.get("channels"), layers=layers, batch_size=int(cfg.get("batch_size", 64)))
   return with_metrics(estimator, forward)
+
+
+def _robustness(args, spec) -> dict | None:
+  """--robustness [--robustness-epsilon E] [--robustness-images N] as the train estimator's robustness
+  settings (nasjax.estimators.train.ROBUSTNESS_DEFAULTS completed), None without --robustness; checked
+  before anything is built."""
+  given = {k: v for k, v in (("epsilon", args.robustness_epsilon), ("images", args.robustness_images))
+           if v is not None}
+  if not args.robustness:
+    if given:
+      raise NasjaxError("--robustness-epsilon and --robustness-images set the robustness metrics; add --robustness")
+    return None
+  from nasjax.estimators import registry
+  return registry.check_robustness(spec, given)
 
 
 def _objectives(args, spec):
@@ -865,6 +883,14 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--device-metrics", action="store_true",
                  help="also measure each candidate's forward pass on this device: latency_s (batch 1), "
                       "latency_batch_s (--batch-size), peak_activation_bytes; usable as --objectives")
+  s.add_argument("--robustness", action="store_true",
+                 help="train estimator: also score each trained candidate on validation images under common "
+                      "corruptions and FGSM / PGD attacks: accuracy_clean, accuracy_corrupted, accuracy_fgsm, "
+                      "accuracy_pgd (and each corruption's); usable as --objectives, e.g. accuracy:max,accuracy_pgd:max")
+  s.add_argument("--robustness-epsilon", type=float, default=None, metavar="EPS",
+                 help="L-infinity radius of FGSM and PGD on images in [0, 1] (default 8/255)")
+  s.add_argument("--robustness-images", type=int, default=None, metavar="N",
+                 help="validation images each candidate's robustness is measured on (default 256)")
   s.add_argument("--method", default=None,
                  help="one-shot method: " + ", ".join(ONESHOT_METHODS) + " (on nb201 all but pcdarts); nasrl (the "
                       "controller over a training estimator); a strategy "

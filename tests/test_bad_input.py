@@ -193,6 +193,27 @@ def test_options_out_of_range_are_refused(command, options, words, world, capsys
   assert_refused(argv, world, capsys, *words)
 
 
+@pytest.mark.parametrize("command,options,words", [
+    # The train estimator declares its metrics, so an objective or a constraint it cannot produce is refused
+    # before the first candidate trains, with the names it does produce.
+    ("search", ["--objectives", "acc:max"], ("unknown objective 'acc'", "estimator train produces", "accuracy")),
+    ("search", ["--strategy", "nsga2", "--objectives", "accuracy:max,accuracy_pgd:max"],
+     ("unknown objective 'accuracy_pgd'", "cost_s")),
+    ("search", ["--objectives", "accuracy:max", "--constraint", "accuracy_fgsm>=0.5"],
+     ("accuracy_fgsm>=0.5", "does not produce 'accuracy_fgsm'")),
+    ("search", ["--robustness", "--strategy", "nsga2", "--objectives", "accuracy:max,accuracy_pdg:max"],
+     ("unknown objective 'accuracy_pdg'", "accuracy_pgd", "accuracy_corrupted")),
+    ("search", ["--robustness", "--robustness-epsilon", "2"], ("epsilon", "[0, 1]")),
+    ("search", ["--robustness", "--robustness-images", "0"], ("images", "positive")),
+    ("search", ["--robustness-epsilon", "0.1"], ("add --robustness",)),
+    ("search", ["--robustness", "--estimator", "proxy:synflow"], ("train estimator", "proxy")),
+    ("oneshot", ["--robustness"], ("--robustness", "discrete search")),
+])
+def test_objectives_and_robustness_are_checked_before_the_first_evaluation(command, options, words, world, capsys):
+  argv = command_argv(command, world) + options + ["--out", world / "new"]
+  assert_refused(argv, world, capsys, *words)
+
+
 def test_a_data_set_of_one_class_is_refused(world, capsys):
   x = np.zeros((8, 8, 8), np.uint8)
   np.savez(world / "one.npz", x_train=x, y_train=np.zeros(8), x_test=x, y_test=np.zeros(8))

@@ -12,7 +12,7 @@ from nasjax import spaces
 from nasjax.errors import NasjaxError
 from nasjax.estimators.base import as_estimator
 from nasjax.estimators.objective_metrics import (corrupt, fgsm, forward_estimator, peak_activation_bytes, pgd,
-                                                 robustness_metrics, with_metrics)
+                                                 robustness_metric_names, robustness_metrics, with_metrics)
 from nasjax.objectives import make_objectives, metric_names
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -85,6 +85,8 @@ def test_fgsm_and_pgd_flip_a_linear_classifier_within_epsilon_of_its_boundary():
   # Contrast keeps each image's mean: the brightness rule is untouched by it.
   assert float(out["accuracy_contrast_s3"]) == 1.0
   assert set(out) >= {"accuracy_gaussian_noise_s3", "accuracy_gaussian_blur_s3", "accuracy_corrupted"}
+  # The names a search checks its objectives against before training are exactly the keys produced.
+  assert set(out) == set(robustness_metric_names(epsilon=0.04))
   with pytest.raises(NasjaxError, match="epsilon"):
     robustness_metrics(model_fn, variables, images, labels, jax.random.key(1), epsilon=2.0)
 
@@ -124,3 +126,31 @@ def test_device_metrics_merged_with_a_table_are_known_before_anything_is_measure
   make_objectives("accuracy,peak_activation_bytes:min").check_metrics(names)
   with pytest.raises(NasjaxError, match="forward_estimator builds networks for the NB201 space"):
     forward_estimator(spaces.get_space("macro"))
+
+
+@pytest.mark.slow
+def test_robustness_of_trained_candidates_becomes_objectives(capsys, tmp_path, write_tiny_npz):
+  """`nasjax search --robustness --objectives accuracy:max,accuracy_pgd:max`: each trained candidate is
+  attacked and corrupted, the metrics are logged and the Pareto front is over them."""
+  import json
+
+  from nasjax import cli
+  npz = write_tiny_npz(tmp_path / "tiny.npz", 96, 16)
+  out = tmp_path / "run"
+  rc = cli.main(["search", "--quiet", "--data", npz, "--strategy", "nsga2", "--strategy-option", "population_size=2",
+                 "--num-archs", "2", "--epochs", "1", "--channels", "4", "--layers", "3", "--batch-size", "16",
+                 "--train-subset", "64", "--robustness", "--robustness-images", "32", "--robustness-epsilon", "0.1",
+                 "--objectives", "accuracy:max,accuracy_pgd:max", "--out", str(out)])
+  err = capsys.readouterr().err
+  assert rc == 0, err
+  log = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+  assert len(log) == 2
+  for record in log:
+    m = record["metrics"]
+    assert set(robustness_metric_names(epsilon=0.1)) <= set(m)
+    assert all(0.0 <= m[k] <= 1.0 for k in robustness_metric_names(epsilon=0.1))
+    corrupted = [m[f"accuracy_{kind}_s3"] for kind in ("gaussian_noise", "gaussian_blur", "contrast")]
+    assert m["accuracy_corrupted"] == pytest.approx(np.mean(corrupted))
+  result = json.loads((out / "result.json").read_text())
+  assert result["objectives"]["objectives"][1].startswith("accuracy_pgd")
+  assert all("accuracy_pgd" in e["objectives"] for e in result["pareto"]["front"])

@@ -45,6 +45,8 @@ GAUSSIAN_NOISE_STD = (0.04, 0.06, 0.08, 0.09, 0.10)
 GAUSSIAN_BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)
 CONTRAST_FACTOR = (0.75, 0.5, 0.4, 0.3, 0.15)
 CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast")
+# The corruptions robustness_metrics applies by default: each kind at the middle of its five severities.
+DEFAULT_CORRUPTIONS = (("gaussian_noise", 3), ("gaussian_blur", 3), ("contrast", 3))
 
 
 # ------------------------------------------------------------------------------------------ hardware
@@ -247,8 +249,7 @@ def pgd(logits_fn: Callable, images: jax.Array, labels: jax.Array, key: jax.Arra
 
 def robustness_metrics(model_fn: Callable, variables: Any, images: jax.Array, labels: jax.Array,
                        key: jax.Array, *, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,),
-                       corruptions: Sequence[tuple[str, int]] = (("gaussian_noise", 3), ("gaussian_blur", 3),
-                                                                 ("contrast", 3)),
+                       corruptions: Sequence[tuple[str, int]] = DEFAULT_CORRUPTIONS,
                        epsilon: float = 8 / 255, pgd_steps: int = 10, extra: Any = None) -> dict:
   """Accuracies of a trained ``model_fn`` (the engine's contract, evaluated with ``train=False``) on
   ``images`` (NHWC in [0, 1]) clean, under each corruption, and under FGSM and PGD at ``epsilon``.
@@ -290,6 +291,18 @@ def robustness_metrics(model_fn: Callable, variables: Any, images: jax.Array, la
   return out
 
 
-__all__ = ["CORRUPTIONS", "DeclaredEstimator", "FORWARD_METRICS", "MergedEstimator", "corrupt", "fgsm",
+def robustness_metric_names(corruptions: Sequence[tuple[str, int]] = DEFAULT_CORRUPTIONS,
+                            epsilon: float = 8 / 255) -> tuple[str, ...]:
+  """The keys :func:`robustness_metrics` returns for these settings, known before anything is trained, so
+  objectives naming them are checked before a search starts."""
+  names = ["accuracy_clean"] + [f"accuracy_{kind}_s{severity}" for kind, severity in corruptions]
+  if corruptions:
+    names.append("accuracy_corrupted")
+  if epsilon > 0:
+    names += ["accuracy_fgsm", "accuracy_pgd"]
+  return tuple(names)
+
+
+__all__ = ["CORRUPTIONS", "DEFAULT_CORRUPTIONS", "DeclaredEstimator", "FORWARD_METRICS", "MergedEstimator", "corrupt", "fgsm",
            "forward_estimator", "forward_metrics",
-           "peak_activation_bytes", "pgd", "robustness_metrics", "with_metrics"]
+           "peak_activation_bytes", "pgd", "robustness_metric_names", "robustness_metrics", "with_metrics"]

@@ -43,6 +43,7 @@ import numpy as np
 
 from nasjax.errors import NasjaxError
 from nasjax.estimators.train import Model, TrainingEstimator, cell_network_model
+from nasjax.estimators.train import check_robustness as check_robustness_settings
 from nasjax.nn.count import count_params
 from nasjax.training.model import plain_model_fn
 
@@ -356,7 +357,7 @@ def _epoch_levels(resources: Any) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------- build
 def build_estimator(spec: Any, space: Any, dataset: Any, cfg, *, num_candidates: int | None = None,
                     fidelity_resources: tuple[float, ...] | None = None, workdir: str | None = None,
-                    show_progress: bool = False, mesh=None):
+                    show_progress: bool = False, mesh=None, robustness: dict | None = None):
   """The estimator of ``spec`` over ``space`` (see the module docstring), ready for ``search.run``.
 
   Args:
@@ -370,8 +371,11 @@ def build_estimator(spec: Any, space: Any, dataset: Any, cfg, *, num_candidates:
     workdir: the search's directory. ``weight_sharing`` trains (and checkpoints) its supernet in
       ``workdir/supernet``; ``early_stopping`` and ``morphism`` restore the state a resumed search needs.
     show_progress, mesh: progress bars, and the device mesh of training estimators.
+    robustness: ``train`` only: also measure each trained candidate's accuracy under corruptions and
+      FGSM / PGD (:class:`nasjax.estimators.train.TrainingEstimator`'s ``robustness``; ``{}``: defaults).
   """
   spec = check_combination(spec, space, strategy=len(fidelity_resources) if fidelity_resources else 1)
+  check_robustness(spec, robustness)
   if spec.kind != "tabular" and dataset is None:
     raise NasjaxError(f"estimator {spec.kind} needs a data set")
   family = space_family(space)
@@ -380,9 +384,9 @@ def build_estimator(spec: Any, space: Any, dataset: Any, cfg, *, num_candidates:
     if epochs is not None:
       _epoch_levels(epochs)
     if family == CELL:
-      return _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, epochs)
+      return _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, epochs, robustness)
     return TrainingEstimator(_network_builder(space, dataset, cfg, shared=True), dataset, cfg,
-                                    mesh=mesh, fidelity_epochs=epochs)
+                             mesh=mesh, fidelity_epochs=epochs, robustness=robustness)
   if spec.kind == "early_stopping":
     return _early_stopping(space, dataset, cfg, mesh, workdir)
   if spec.kind == "morphism":
@@ -397,11 +401,23 @@ def build_estimator(spec: Any, space: Any, dataset: Any, cfg, *, num_candidates:
   return _tabular(spec, cfg, fidelity_resources)
 
 
-def _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, epochs):
+def check_robustness(spec: Any, robustness: dict | None) -> dict | None:
+  """The robustness settings completed with their defaults, refused (one line) for an estimator that keeps
+  no trained network to attack; nothing is built or read."""
+  if robustness is None:
+    return None
+  spec = parse_spec(spec)
+  if spec.kind != "train":
+    raise NasjaxError(f"robustness metrics attack each trained candidate: they need the train estimator, and "
+                      f"estimator {spec.kind} keeps no trained network of its own")
+  return check_robustness_settings(robustness)
+
+
+def _short_training(space, dataset, cfg, mesh, show_progress, num_candidates, epochs, robustness=None):
   from nasjax.estimators.train import ShortTrainingEstimator
   # model="auto": the estimator compiles once or per candidate, whichever is faster for this many.
   return ShortTrainingEstimator(space, dataset, cfg, mesh=mesh, show_progress=show_progress, model="auto",
-                                num_candidates=num_candidates, fidelity_epochs=epochs)
+                                num_candidates=num_candidates, fidelity_epochs=epochs, robustness=robustness)
 
 
 def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarray], Model]:

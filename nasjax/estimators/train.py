@@ -26,6 +26,8 @@ level, and each level's learning-rate schedule spans its own epochs, as a genuin
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import time
 from typing import Any, Callable
 
@@ -63,6 +65,33 @@ def estimation_splits(dataset: nasdata.Dataset, cfg) -> tuple[np.ndarray, np.nda
   if cfg.train_subset:
     x_tr, y_tr = nasdata.subset(x_tr, y_tr, cfg.train_subset, cfg.seed)
   return x_tr, y_tr.astype(np.int32), x_va, y_va.astype(np.int32)
+
+
+# What TrainingEstimator returns for every candidate (its ``metric_names``, checked against a search's
+# objectives before the first training).
+TRAINING_METRICS = ("accuracy", "loss", "train_loss", "params", "cost_s", "epochs")
+# Robustness of each trained candidate (TrainingEstimator's ``robustness``): validation images attacked or
+# corrupted, the L-infinity radius of FGSM and PGD on [0, 1] images (Madry et al.'s CIFAR-10 radius) and
+# PGD's steps.
+ROBUSTNESS_DEFAULTS = {"images": 256, "epsilon": 8 / 255, "pgd_steps": 10}
+
+
+def check_robustness(robustness: dict | None) -> dict | None:
+  """``robustness`` completed with :data:`ROBUSTNESS_DEFAULTS`, or one line naming what is wrong."""
+  if robustness is None:
+    return None
+  unknown = sorted(set(robustness) - set(ROBUSTNESS_DEFAULTS))
+  if unknown:
+    raise NasjaxError(f"unknown robustness setting {unknown[0]!r}; accepted: {', '.join(ROBUSTNESS_DEFAULTS)}")
+  out = {**ROBUSTNESS_DEFAULTS, **robustness}
+  for name in ("images", "pgd_steps"):
+    if isinstance(out[name], bool) or not isinstance(out[name], int) or out[name] < 1:
+      raise NasjaxError(f"robustness {name} must be a positive integer; got {out[name]!r}")
+  eps = out["epsilon"]
+  if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or not 0 <= eps <= 1:
+    raise NasjaxError(f"robustness epsilon is an L-infinity radius in [0, 1] on images in [0, 1]; got {eps!r}")
+  out["epsilon"] = float(eps)
+  return out
 
 
 MODELS = ("auto", "network", "supernet")
@@ -113,15 +142,24 @@ class TrainingEstimator:
   state's ``extra``) keeps one compiled train and eval step per fidelity level for all candidates; any
   other compiles per candidate. Not jittable (a host loop trains each candidate), so drivers run it
   serially or as Ray tasks.
+
+  ``robustness`` (a dict of :data:`ROBUSTNESS_DEFAULTS`' keys, or ``{}`` for the defaults) adds the
+  trained candidate's accuracy on the first ``images`` validation images clean, under common corruptions
+  and under FGSM and PGD at ``epsilon`` (:func:`nasjax.estimators.objective_metrics.robustness_metrics`),
+  so a multi-objective search can trade accuracy for robustness, as robust NAS does (e.g. Guo et al.,
+  "When NAS Meets Robustness", CVPR 2020). ``metric_names`` lists every key an evaluation returns, so
+  objectives are checked before the first training.
   """
   jittable = False
   name = "train"
 
   def __init__(self, builder: Callable[[np.ndarray], Model], dataset: nasdata.Dataset, cfg, *, mesh=None,
-               fidelity_epochs: tuple[int, ...] | None = None, show_progress: bool = False):
+               fidelity_epochs: tuple[int, ...] | None = None, show_progress: bool = False,
+               robustness: dict | None = None):
     if fidelity_epochs is not None and (not fidelity_epochs or any(int(e) < 1 for e in fidelity_epochs)):
       raise NasjaxError(f"fidelity_epochs must be a non-empty tuple of positive epoch counts, got {fidelity_epochs!r}")
     self.builder = builder
+    self.robustness = check_robustness(robustness)
     self.dataset = dataset
     self.cfg = cfg
     self.fidelity_epochs = tuple(int(e) for e in fidelity_epochs) if fidelity_epochs else None
@@ -130,6 +168,14 @@ class TrainingEstimator:
     self.show_progress = show_progress
     self.steps_per_epoch = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size).steps_per_epoch
     self._programs: dict[int, tuple] = {}  # epochs -> (optimizer, train step, eval step) of a shared model
+    self._robustness_programs: dict = {}  # a shared model's model_fn -> its jitted robustness metrics
+
+  @property
+  def metric_names(self) -> tuple[str, ...]:
+    if self.robustness is None:
+      return TRAINING_METRICS
+    from nasjax.estimators.objective_metrics import robustness_metric_names
+    return TRAINING_METRICS + robustness_metric_names(epsilon=self.robustness["epsilon"])
 
   @property
   def num_fidelities(self) -> int:
@@ -139,7 +185,7 @@ class TrainingEstimator:
     # A copy (a Ray task's) runs in another process: the mesh names this process's devices and cannot be
     # pickled, and compiled steps belong to this process; the copy builds its own of both.
     state = dict(self.__dict__)
-    state["mesh"], state["_programs"] = None, {}
+    state["mesh"], state["_programs"], state["_robustness_programs"] = None, {}, {}
     return state
 
   def __setstate__(self, state: dict) -> None:
@@ -177,9 +223,38 @@ class TrainingEstimator:
                                 show_progress=self.show_progress)
     valid = evaluate(eval_step, state, self.data[2], self.data[3], cfg.eval_batch_size, self.mesh)
     acc = valid["accuracy"]
-    return {"accuracy": float(acc) if np.isfinite(acc) else float("nan"), "loss": float(valid["loss"]),
-            "train_loss": history[-1]["train_loss"], "params": model.params,
-            "cost_s": time.perf_counter() - t0, "epochs": cfg.epochs}
+    out = {"accuracy": float(acc) if np.isfinite(acc) else float("nan"), "loss": float(valid["loss"]),
+           "train_loss": history[-1]["train_loss"], "params": model.params, "epochs": cfg.epochs}
+    if self.robustness is not None:
+      out.update(self._robustness(model, state, cfg, jax.random.fold_in(key, 1)))
+    out["cost_s"] = time.perf_counter() - t0
+    return out
+
+  def _robustness(self, model: Model, state, cfg, key) -> dict:
+    """Robustness metrics of the trained ``state`` on the first validation images, in chunks of the
+    training batch (whose backward pass is known to fit), averaged over the chunks."""
+    from nasjax.estimators.objective_metrics import robustness_metrics
+    settings = self.robustness
+    chunk = min(settings["images"], cfg.batch_size, len(self.data[2]))
+    n = min(settings["images"], len(self.data[2])) // chunk * chunk
+    images = np.asarray(self.data[2][:n])
+    images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    labels = np.asarray(self.data[3][:n], np.int32)
+    fn = self._robustness_programs.get(model.model_fn) if model.shared else None
+    if fn is None:  # a shared model compiles its attacks once per search, any other once per candidate
+      fn = jax.jit(functools.partial(robustness_metrics, model.model_fn, mean=self.dataset.mean,
+                                     std=self.dataset.std, epsilon=settings["epsilon"],
+                                     pgd_steps=settings["pgd_steps"]))
+      if model.shared:
+        self._robustness_programs[model.model_fn] = fn
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    totals: dict[str, float] = {}
+    for i, start in enumerate(range(0, n, chunk)):
+      part = fn(variables, images[start:start + chunk], labels[start:start + chunk], jax.random.fold_in(key, i),
+                extra=state["extra"])
+      for k, v in part.items():
+        totals[k] = totals.get(k, 0.0) + float(v) / (n // chunk)
+    return totals
 
 
 class ShortTrainingEstimator(TrainingEstimator):
@@ -188,7 +263,7 @@ class ShortTrainingEstimator(TrainingEstimator):
 
   def __init__(self, space, dataset: nasdata.Dataset, cfg=None, mesh=None, show_progress=False,
                model: str = "auto", fidelity_epochs: tuple[int, ...] | None = None,
-               num_candidates: int | None = None, shared_network: str = "node"):
+               num_candidates: int | None = None, shared_network: str = "node", robustness: dict | None = None):
     """``num_candidates``: how many trainings the search will ask for (``model="auto"`` decides with it).
     ``fidelity_epochs`` (e.g. ``(1, 3, 9)``) gives the epochs of each fidelity level, so a
     multi-fidelity strategy (Hyperband) calls ``estimator(arch, key, fidelity=level)``.
@@ -205,7 +280,7 @@ class ShortTrainingEstimator(TrainingEstimator):
     self.space = space
     cfg = cfg or short_training_config()
     super().__init__(self._build, dataset, cfg, mesh=mesh, fidelity_epochs=fidelity_epochs,
-                     show_progress=show_progress)
+                     show_progress=show_progress, robustness=robustness)
     if model == "auto":
       epochs = max(self.fidelity_epochs) if self.fidelity_epochs else cfg.epochs
       model = choose_model(num_candidates, epochs * self.steps_per_epoch)
