@@ -16,18 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import time
 
-
-def _commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
+import provenance
 
 
 def measure(layers: int, channels: int, batch: int, image: tuple[int, int, int], steps: int, archs: int,
@@ -80,7 +71,7 @@ def measure(layers: int, channels: int, batch: int, image: tuple[int, int, int],
     jax.block_until_ready(loss)
     per_arch.append({"arch": space.to_string(arch), "step_cpu_s": (time.process_time() - c0) / steps,
                      "step_wall_s": (time.perf_counter() - w0) / steps, "loss": float(loss),
-                     "params_chosen_ops": int(net.count_params_for(arch))})
+                     "params_chosen_ops": int(net.count_params_for(arch, in_channels=image[-1]))})
   return {
       "layers": layers, "channels": channels, "double_channels": double_channels, "batch": batch,
       "image": list(image), "steps_per_arch": steps, "traces": len(traces),
@@ -102,12 +93,9 @@ def main(argv=None) -> dict:
   ap.add_argument("--archs", type=int, default=2)
   ap.add_argument("--double-channels", action="store_true")
   args = ap.parse_args(argv)
-  import jax
   image = tuple(int(v) for v in args.image.split(","))
   out = measure(args.layers, args.channels, args.batch, image, args.steps, args.archs, args.double_channels)
-  out.update(command="python benchmarks/enas_macro_step.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
-             commit=_commit(), backend=jax.default_backend(), jax=jax.__version__, machine=platform.machine(),
-             cpus=os.cpu_count(), load_average=os.getloadavg()[0])
+  out.update(provenance.of(__file__, argv))
   print(json.dumps(out, indent=1))
   return out
 

@@ -4,6 +4,7 @@ entries and a tiny command-line search. Small shapes: 3 layers (both reductions)
 
 from __future__ import annotations
 
+import functools
 import json
 
 import jax
@@ -146,16 +147,30 @@ def test_bad_architectures_and_sizes_are_one_line_errors(variables):
     EnasMacroNetwork.for_space(NB201Space())
 
 
-def test_parameter_count_of_the_chosen_ops(variables):
-  counts = jax.vmap(NET.count_params_for)(jnp.stack([ARCH_A, ARCH_B]))
-  total = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
-  unchosen = 0
-  for arch, count in zip((ARCH_A, ARCH_B), counts):
-    ops = SPACE.layer_ops(arch)
-    unchosen = sum(int(np.prod(p.shape)) for k in range(3) for i, op in enumerate(ENAS_MACRO_OPS) if i != int(ops[k])
-                   for p in jax.tree.leaves(variables["params"][f"layer_{k}"][f"ops_{op}"]))
-    assert int(count) == total - unchosen
-  assert int(counts[0]) != int(counts[1])
+def test_parameter_count_of_the_chosen_ops():
+  """count_params_for against the initialised parameters' shapes, for a 1-channel (Fashion-MNIST) and a
+  3-channel (CIFAR-10) input: the stem's convolution follows the input's channels."""
+  def size(tree):
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(tree))
+
+  per_channels = {}
+  for in_channels in (1, 3):
+    x = jnp.zeros((2, 16, 16, in_channels))
+    params = jax.eval_shape(lambda k, x=x: NET.init(k, x, ARCH_A), jax.random.key(1))["params"]
+    count = functools.partial(NET.count_params_for, in_channels=in_channels)
+    counts = jax.vmap(count)(jnp.stack([ARCH_A, ARCH_B]))
+    for arch, got in zip((ARCH_A, ARCH_B), counts):
+      ops = SPACE.layer_ops(arch)
+      unchosen = sum(size(params[f"layer_{k}"][f"ops_{op}"]) for k in range(3)
+                     for i, op in enumerate(ENAS_MACRO_OPS) if i != int(ops[k]))
+      assert int(got) == size(params) - unchosen
+      assert int(count(arch)) == int(got)  # unbatched as well
+    assert int(counts[0]) != int(counts[1])
+    per_channels[in_channels] = int(counts[0])
+  # The two extra input channels add a 3x3 slice of the stem per output channel, and nothing else.
+  assert per_channels[3] - per_channels[1] == 3 * 3 * 2 * NET.channels
+  with pytest.raises(NasjaxError, match="input's channels"):
+    NET.count_params_for(ARCH_A, in_channels=0)
 
 
 # ---------------------------------------------------------------------------------------------- estimators

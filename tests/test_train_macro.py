@@ -49,7 +49,7 @@ def test_enas_child_holds_only_the_chosen_ops_and_computes_the_shared_network():
   net = train_macro.build(space, arch, 4, (8, 8, 3), channels=4)
   assert net.module.double_channels
   doubled = EnasMacroNetwork.for_space(space, channels=4, num_classes=4, double_channels=True)
-  assert net.count()["params"] == int(doubled.count_params_for(arch))
+  assert net.count()["params"] == int(doubled.count_params_for(arch, in_channels=3))
   with pytest.raises(NasjaxError, match="exactly one"):
     child.apply(restricted, x, arch)
 

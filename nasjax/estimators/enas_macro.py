@@ -95,7 +95,8 @@ def training_builder(space, dataset: nasdata.Dataset, cfg) -> Callable[[np.ndarr
 
   def build(arch) -> Model:
     arch = space.check(arch)
-    return Model(init, model_fn, jnp.asarray(arch, jnp.int32), int(net.count_params_for(arch)), shared=True)
+    params = int(net.count_params_for(arch, in_channels=dataset.input_shape[-1]))
+    return Model(init, model_fn, jnp.asarray(arch, jnp.int32), params, shared=True)
 
   return build
 

@@ -43,7 +43,8 @@ import numpy as np
 
 from nasjax.errors import NasjaxError
 from nasjax.nn.conv import resolve_conv_impl
-from nasjax.nn.ops import DepthwiseConv, FactorizedReduce, Impl, Pointwise, Pool, batch_norm, conv, op_spec
+from nasjax.nn.ops import (DepthwiseConv, FactorizedReduce, Impl, Pointwise, Pool, batch_norm, conv, op_spec,
+                           switch_ops)
 from nasjax.spaces.enas_macro import ENAS_MACRO_OPS, EnasMacroSpace
 
 _LAYER_PREFIX = "layer_"
@@ -91,12 +92,8 @@ class EnasMacroLayer(nn.Module):
   def __call__(self, x, choice, train: bool):
     if len(self.candidates) == 1:  # a stand-alone child's layer: its one op, no switch
       return self.ops[self.candidates[0]](x, train)
-    if self.is_initializing():
-      # Every candidate must own its variables from the start (nn.switch would only trace them), and
-      # selecting from all outputs here keeps the init program to one copy of each op.
-      return jnp.stack([self.ops[name](x, train) for name in self.candidates])[choice]
     branches = [lambda mdl, x, name=name: mdl.ops[name](x, train) for name in self.candidates]
-    return nn.switch(choice, branches, self, x)
+    return switch_ops(self, choice, branches, x)
 
 
 class EnasMacroNetwork(nn.Module):
@@ -210,11 +207,18 @@ class EnasMacroNetwork(nn.Module):
     return nn.Dense(self.num_classes, use_bias=False, name="classifier")(h)
 
   @nn.nowrap
-  def count_params_for(self, arch) -> jax.Array:
+  def count_params_for(self, arch, *, in_channels: int) -> jax.Array:
     """Parameters of the network of ``arch`` with only its chosen ops (jittable and vmappable in ``arch``):
-    the stem, the skip BNs, the reductions and the classifier plus each layer's chosen op."""
+    the stem, the skip BNs, the reductions and the classifier plus each layer's chosen op.
+
+    ``in_channels`` is the input's channel count (1 for Fashion-MNIST, 3 for CIFAR-10): the stem's
+    convolution has ``9 * in_channels * C`` weights, so it is asked for rather than assumed.
+    """
+    if not isinstance(in_channels, (int, np.integer)) or isinstance(in_channels, bool) or in_channels < 1:
+      raise NasjaxError(f"count_params_for needs the input's channels as a positive integer; got {in_channels!r}")
     space = self.space()
-    shared, table = _param_table(self.num_layers, self.channels, self.num_classes, self.double_channels)
+    shared, table = _param_table(self.num_layers, self.channels, self.num_classes, self.double_channels,
+                                 int(in_channels))
     arch = jnp.asarray(arch, jnp.int32)
     if arch.shape[-1:] != (space.num_decisions,):
       raise NasjaxError(f"an enas_macro architecture of {self.num_layers} layers has {space.num_decisions} "
@@ -233,12 +237,13 @@ def _layer_and_op(path) -> tuple[int, str] | None:
 
 
 @functools.lru_cache(maxsize=32)
-def _param_table(num_layers: int, channels: int, num_classes: int, double_channels: bool):
+def _param_table(num_layers: int, channels: int, num_classes: int, double_channels: bool, in_channels: int):
   """(parameters outside the layers' ops, int32[L, 6] parameters of op o in layer k)."""
   net = EnasMacroNetwork(num_layers, channels, num_classes, double_channels, parent=None)
   space = net.space()
   # Parameter shapes do not depend on the resolution (global pooling); 8x8 survives both reductions.
-  shapes = jax.eval_shape(lambda k: net.init(k, jnp.zeros((1, 8, 8, 3)), jnp.zeros(space.num_decisions, jnp.int32)),
+  x = jnp.zeros((1, 8, 8, in_channels))
+  shapes = jax.eval_shape(lambda k: net.init(k, x, jnp.zeros(space.num_decisions, jnp.int32)),
                           jax.random.key(0))["params"]
   shared = 0
   table = np.zeros((num_layers, len(ENAS_MACRO_OPS)), np.int64)

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.nn.ops import Impl, OpConfig, batch_norm, conv, make_op, op_spec
+from nasjax.nn.ops import Impl, OpConfig, batch_norm, conv, make_op, op_spec, switch_ops
 from nasjax.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Space
 
 _EDGE_PREFIX = "edge_"
@@ -75,14 +75,10 @@ class NB201Edge(nn.Module):
       return sum(choice[i] * self.ops[name](x, train) for i, name in enumerate(self.candidates)
                  if not op_spec(name).is_zero)
     branches = [lambda mdl, x, name=name: mdl.ops[name](x, train) for name in self.candidates]
-    if self.is_initializing():
-      # nn.switch only traces its branches; every candidate must own its variables from the start.
-      for branch in branches:
-        branch(self, x)
     if mode == "hard":
       index = jnp.argmax(choice)
-      return nn.switch(index, branches, self, x) * choice[index]
-    return nn.switch(choice, branches, self, x)
+      return switch_ops(self, index, branches, x) * choice[index]
+    return switch_ops(self, choice, branches, x)
 
 
 class NB201Cell(nn.Module):

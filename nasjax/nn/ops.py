@@ -148,6 +148,20 @@ def make_op(name: str, config: OpConfig) -> nn.Module:
   return op_spec(name).factory(config)
 
 
+def switch_ops(module: nn.Module, index, branches: Sequence[Callable], x):
+  """``branches[index](module, x)`` by ``nn.switch``: only the chosen candidate op runs.
+
+  The switch of the networks that take the architecture as data (one program for every architecture,
+  ``index`` possibly a tracer); under ``jax.vmap`` over ``index`` it becomes a select over all branches.
+  ``branches`` are ``(module, x) -> y`` with one output shape, as ``nn.switch`` takes them.
+  """
+  if module.is_initializing():
+    # nn.switch only traces its branches: every candidate runs here to own its variables from the start,
+    # and selecting the chosen output from them keeps the init program to one copy of each op.
+    return jnp.stack([branch(module, x) for branch in branches])[index]
+  return nn.switch(index, branches, module, x)
+
+
 def resolve_dw_impl(impl: str, channels: int, backend: str | None = None, custom_gradient: bool = False) -> str:
   """Picks the depthwise formulation XLA runs fastest on ``backend`` (see module docstring).
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from nasjax.errors import NasjaxError
 from nasjax.nn.ops import (Impl, OpConfig, batch_norm, conv, make_op, op_spec, preprocess_cell_inputs,
-                           preprocess_s0, preprocess_s1)
+                           preprocess_s0, preprocess_s1, switch_ops)
 
 DARTS_SUPERNET_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
                       "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -91,11 +91,7 @@ class MixedOp(nn.Module):
 
   def _switch(self, index, x, train):
     branches = [lambda mdl, x, i=i: mdl.candidates[i](x, train) for i in range(len(self.ops))]
-    if self.is_initializing():
-      # nn.switch only traces the branches; every candidate must own its variables from the start.
-      for branch in branches:
-        branch(self, x)
-    return nn.switch(index, branches, self, x)
+    return switch_ops(self, index, branches, x)
 
   def __call__(self, x, weights, mode: str, train: bool):
     k = self.partial_channels
