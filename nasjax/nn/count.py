@@ -12,6 +12,7 @@ import math
 from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
@@ -26,6 +27,38 @@ def count_params(params: Any, exclude: Iterable[str] = ("auxiliary_head",)) -> i
       continue
     total += int(np.prod(np.shape(leaf)))
   return total
+
+
+def chosen_op_table(params: Any, locate: Callable[[tuple], tuple[int, str] | None], positions: int,
+                    ops: tuple[str, ...]) -> tuple[int, np.ndarray]:
+  """Parameters of a network that takes the architecture as data, split by candidate op.
+
+  Returns (the parameters outside every candidate op, int32[positions, len(ops)]: those of op ``o`` at
+  position ``k``, summed over the network's repeats of that position, such as NB201's cells). ``params`` is the switch network's parameter tree (shapes are
+  enough); ``locate(path)`` names the (position, op) of a leaf inside a candidate op and None elsewhere.
+  With :func:`count_chosen` it counts any architecture's stand-alone network without building it.
+  """
+  shared = 0
+  table = np.zeros((positions, len(ops)), np.int64)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    size = int(np.prod(leaf.shape))
+    where = locate(path)
+    if where is None:
+      shared += size
+    else:
+      table[where[0], ops.index(where[1])] += size
+  table = table.astype(np.int32)
+  table.setflags(write=False)  # cached by the callers: shared between calls
+  return shared, table
+
+
+def count_chosen(shared: int, table: np.ndarray, choices) -> jax.Array:
+  """``shared`` plus each position's chosen op from :func:`chosen_op_table`; ``choices`` int[positions].
+
+  Jittable, and vmappable in ``choices`` for a batch of architectures.
+  """
+  chosen = jnp.take_along_axis(jnp.asarray(table), jnp.asarray(choices, jnp.int32)[..., None], axis=-1)[..., 0]
+  return shared + jnp.sum(chosen, axis=-1)
 
 
 def _eqn_macs(eqn) -> int:

@@ -43,6 +43,7 @@ import numpy as np
 
 from nasjax.errors import NasjaxError
 from nasjax.nn.conv import resolve_conv_impl
+from nasjax.nn.count import chosen_op_table, count_chosen
 from nasjax.nn.ops import (DepthwiseConv, FactorizedReduce, Impl, Pointwise, Pool, batch_norm, conv, op_spec,
                            switch_ops)
 from nasjax.spaces.enas_macro import ENAS_MACRO_OPS, EnasMacroSpace
@@ -223,8 +224,7 @@ class EnasMacroNetwork(nn.Module):
     if arch.shape[-1:] != (space.num_decisions,):
       raise NasjaxError(f"an enas_macro architecture of {self.num_layers} layers has {space.num_decisions} "
                         f"decisions; got shape {arch.shape}")
-    chosen = jnp.take_along_axis(jnp.asarray(table), arch[..., :self.num_layers, None], axis=-1)[..., 0]
-    return shared + jnp.sum(chosen, axis=-1)
+    return count_chosen(shared, table, arch[..., :self.num_layers])
 
 
 def _layer_and_op(path) -> tuple[int, str] | None:
@@ -245,14 +245,4 @@ def _param_table(num_layers: int, channels: int, num_classes: int, double_channe
   x = jnp.zeros((1, 8, 8, in_channels))
   shapes = jax.eval_shape(lambda k: net.init(k, x, jnp.zeros(space.num_decisions, jnp.int32)),
                           jax.random.key(0))["params"]
-  shared = 0
-  table = np.zeros((num_layers, len(ENAS_MACRO_OPS)), np.int64)
-  for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
-    size = int(np.prod(leaf.shape))
-    where = _layer_and_op(path)
-    if where is None:
-      shared += size
-    else:
-      table[where[0], ENAS_MACRO_OPS.index(where[1])] += size
-  table.setflags(write=False)
-  return shared, table.astype(np.int32)
+  return chosen_op_table(shapes, _layer_and_op, num_layers, ENAS_MACRO_OPS)

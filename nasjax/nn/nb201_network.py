@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
+from nasjax.nn.count import chosen_op_table, count_chosen
 from nasjax.nn.ops import Impl, OpConfig, batch_norm, conv, make_op, op_spec, switch_ops
 from nasjax.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Space
 
@@ -200,8 +201,7 @@ class NB201Network(nn.Module):
     arch = jnp.asarray(arch, jnp.int32)
     if arch.shape[-1:] != (len(NB201_EDGES),):
       raise NasjaxError(f"an NB201 architecture has {len(NB201_EDGES)} op indices; got shape {arch.shape}")
-    per_edge = jnp.take_along_axis(jnp.asarray(table), arch[..., :, None], axis=-1)[..., 0]
-    return shared + jnp.sum(per_edge, axis=-1)
+    return count_chosen(shared, table, arch)
 
 
 def _edge_and_op(path) -> tuple[int, str] | None:
@@ -222,17 +222,7 @@ def _param_table(channels: int, cells_per_stage: int, num_classes: int, affine: 
   # Parameter shapes do not depend on the resolution (global pooling); 8x8 survives both reductions.
   shapes = jax.eval_shape(lambda k: net.init(k, jnp.zeros((1, 8, 8, 3)), jnp.zeros(6, jnp.int32)),
                           jax.random.key(0))["params"]
-  shared = 0
-  table = np.zeros((len(NB201_EDGES), len(NB201_OPS)), np.int64)
-  for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
-    size = int(np.prod(leaf.shape))
-    where = _edge_and_op(path)
-    if where is None:
-      shared += size
-    else:
-      table[where[0], NB201_OPS.index(where[1])] += size
-  table.setflags(write=False)
-  return shared, table.astype(np.int32)
+  return chosen_op_table(shapes, _edge_and_op, len(NB201_EDGES), NB201_OPS)
 
 
 def discrete_variables(variables: Any, arch) -> Any:
