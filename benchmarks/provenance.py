@@ -1,11 +1,12 @@
 """How a result file was made: the commit, the command line and the machine, under the same names everywhere.
 
-A benchmark that writes a result file puts ``provenance.of(__file__, argv)`` in it, so that the files under
-``results/`` compare field by field: ``commit`` (the short hash, marked when the measured code differed
-from it), ``command`` (as typed at the repository root, naming no machine's paths) and ``machine``
-(:func:`nasjax.utils.stages.environment`: device, versions, backend, processor, cores and the load
-average when the run began). A script beside this one, imported as ``import provenance`` (the way
-``enas_fashion_mnist.py`` imports ``darts_fashion_mnist``), not part of the package.
+A benchmark that writes a result file puts ``provenance.of(__file__, argv)`` in it, so that the files
+under ``results/`` compare field by field: ``commit`` (the short hash, marked when the measured code
+differed from it), ``command`` (as typed at the repository root: the script's path relative, the
+arguments as given) and ``machine`` (:func:`nasjax.utils.stages.environment`: device, versions, backend,
+processor, cores and the load average when the run began). A script beside this one, imported as
+``import provenance`` (the way ``enas_fashion_mnist.py`` imports ``darts_fashion_mnist``), not part of
+the package.
 """
 
 from __future__ import annotations
