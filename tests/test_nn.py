@@ -10,7 +10,7 @@ from nasjax import NasjaxError
 from nasjax.nn import ops
 from nasjax.nn.count import count_macs, count_params
 from nasjax.nn.network import Network
-from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, cell_pairs
+from nasjax.nn.supernet import DARTS_SUPERNET_OPS, Supernet, cell_pairs, num_edges
 from nasjax.spaces import darts_space, get_genotype
 
 E, O = 14, len(DARTS_SUPERNET_OPS)
@@ -373,14 +373,16 @@ def _pair_layout(collection, pairs):
 
 
 def _paired_and_separate():
-  # Three ops keep the two 7-cell supernets quick to compile; a parameter-free op with BN, a separable
+  # Three ops and one node (two edges a cell) keep the two 7-cell supernets quick to compile: the pair is
+  # stacked and scanned as whole cells, whatever is inside them. A parameter-free op with BN, a separable
   # convolution (BN statistics, depthwise kernels) and none still cover the pair's variables.
   ops_ = ("none", "avg_pool_3x3", "sep_conv_3x3")
-  kw = dict(ops=ops_, num_nodes=2, channels=4, layers=7, num_classes=3)
+  kw = dict(ops=ops_, num_nodes=1, channels=4, layers=7, num_classes=3)
   paired, separate = Supernet(**kw), Supernet(**kw, scan_cell_pairs=False)
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   labels = jnp.array([0, 1, 2, 1])
-  alphas = {k: jax.random.normal(jax.random.key(i), (SMALL_E, len(ops_))) for i, k in enumerate(("normal", "reduce"))}
+  alphas = {k: jax.random.normal(jax.random.key(i), (num_edges(1), len(ops_)))
+            for i, k in enumerate(("normal", "reduce"))}
   variables = jax.jit(lambda k: separate.init(k, x, alphas, train=True))(jax.random.key(1))
   as_pairs = {name: _pair_layout(c, cell_pairs(7)) for name, c in variables.items()}
 
