@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +16,7 @@ import numpy as np
 import pytest
 
 from nasjax.errors import NasjaxError
+from nasjax.parallel import make_device_search
 from nasjax.spaces import CellSpace, EnasMacroSpace, MacroSpace, NB201Space, get_space
 from nasjax.strategies import get_strategy
 from nasjax.strategies.controller import Policy, controller, enas_macro_settings
@@ -172,3 +177,47 @@ def test_bad_options_and_spaces_are_refused():
     controller(NB201Space(), temperature=-1.0)
   with pytest.raises(NasjaxError, match="does not take"):
     get_strategy("controller", NB201Space(), num_anchors=3)
+
+
+def _device_search_program(shared_heads: bool, seeds: int = 4, budget: int = 50):
+  strategy = controller(NB201Space(), shared_heads=shared_heads)
+  keys = jax.random.split(jax.random.key(0), seeds)
+  return make_device_search(strategy, lambda a, k: {"accuracy": true_fitness(a[None])[0]}, budget, keys), keys
+
+
+@pytest.mark.parametrize("shared_heads", [True, False])
+def test_vmapped_search_has_no_lapack_call(shared_heads):
+  """The seeds-vmapped search program calls no LAPACK kernel. jaxlib 0.10's CPU LAPACK kernels split a
+  batch over XLA's intra-op pool and block a pool thread until the pieces finish; the LSTM's orthogonal init
+  (a QR, batched over seeds) deadlocked a 4-seed, 50-query search on two cores (see ``Policy.__init__``).
+  Lowering alone shows the custom calls, so this guard is cheap; the slow test below runs the search."""
+  search, keys = _device_search_program(shared_heads)
+  text = search.lower(keys).as_text()
+  assert "lapack" not in text.lower(), [line for line in text.splitlines() if "lapack" in line.lower()][:4]
+
+
+_HANG_SCRIPT = textwrap.dedent("""
+    import sys
+    import jax
+    sys.path.insert(0, sys.argv[1])
+    import test_controller as t
+    search, keys = t._device_search_program(sys.argv[2] == "shared")
+    out = jax.block_until_ready(search.lower(keys).compile()(keys))  # default XLA options: they matter
+    print("queries", int(out.num_queries.min()))
+""")
+
+
+@pytest.mark.slow  # about 40 s of compilation a setting; a hang would block CI without the timeout
+@pytest.mark.parametrize("setting", ["shared", "per_decision"])
+def test_vmapped_search_of_4_seeds_x_50_queries_returns(setting):
+  """The deadlock itself. Without the fix, on two cores, such programs hung in ``block_until_ready`` after
+  compiling (every thread idle in a futex wait): with shared heads in each of five runs, with per-decision
+  heads in one of three (it is a race between the QRs). Run in a child process with a timeout so that a
+  hang fails instead of blocking."""
+  try:
+    proc = subprocess.run([sys.executable, "-c", _HANG_SCRIPT, os.path.dirname(os.path.abspath(__file__)), setting],
+                          capture_output=True, text=True, timeout=400, check=False)
+  except subprocess.TimeoutExpired:
+    pytest.fail("the vmapped controller search did not return within 400 s (deadlocked?)")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "queries 50" in proc.stdout, proc.stdout

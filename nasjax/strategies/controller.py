@@ -45,6 +45,11 @@ from nasjax.strategies.controller_layout import CHOICE, POINTER, SKIP, Layout, c
 _MASKED = -1e9  # finite: 0 * masked logit stays 0 in entropies and their gradients
 
 
+def _enas_uniform(key, shape, dtype=jnp.float32):
+  """ENAS's initialiser for the controller's weights: uniform in [-0.1, 0.1]."""
+  return jax.random.uniform(key, shape, dtype, -0.1, 0.1)
+
+
 def enas_macro_settings() -> dict:
   """ENAS macro search's controller options (Pham et al. 2018, the authors' macro search script)."""
   return {"learning_rate": 0.001, "temperature": 1.0, "tanh_constant": 1.5, "op_tanh_reduce": 1.0,
@@ -84,7 +89,15 @@ class Policy:
     self.op_tanh_reduce = op_tanh_reduce
     self.skip_target = skip_target
     self.shared_heads = bool(shared_heads)
-    self._lstm = nn.OptimizedLSTMCell(lstm_size)
+    # The recurrent kernel is drawn like every other controller weight (ENAS's uniform [-0.1, 0.1]), not by
+    # flax's default orthogonal init. That init is a QR decomposition: LAPACK custom calls (geqrf, orgqr),
+    # batched over seeds when a search is vmapped. From jaxlib 0.10.0 (jax commit bfd9e1f) the CPU LAPACK
+    # kernels split a batch over XLA's intra-op thread pool and block the calling pool thread until the
+    # pieces finish (open-source builds stopped with jax commit 8599924, jax-ml/jax#36927, after 0.11.0).
+    # When the thunk executor runs two of the LSTM's four QRs at once on a two-thread pool, both threads wait
+    # on pieces queued behind them and the search never returns (4 seeds x 50 queries on two cores). No QR,
+    # no deadlock; see tests/test_controller.py::test_vmapped_search_has_no_lapack_call.
+    self._lstm = nn.OptimizedLSTMCell(lstm_size, recurrent_kernel_init=_enas_uniform)
 
   # ------------------------------------------------------------------------------------------ params
   def init(self, key) -> dict:
@@ -92,7 +105,7 @@ class Policy:
     keys = jax.random.split(key, 8)
     groups, width = max(len(lay.group_names), 1), lay.width
     heads = groups if self.shared_heads else lay.num_decisions
-    uniform = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -0.1, 0.1)  # noqa: E731 -- ENAS's init
+    uniform = _enas_uniform
     carry = self._lstm.initialize_carry(keys[0], (h,))
     return {"lstm": self._lstm.init(keys[1], carry, jnp.zeros((h,)))["params"],
             "start": uniform(keys[2], (h,)),
