@@ -12,7 +12,9 @@ from nasjax import NasjaxError, cli, data, train
 from nasjax.nn.network import Network
 from nasjax.spaces import get_genotype
 
-TINY_TRAIN = ["--config", "demo", "--channels", "4", "--layers", "3", "--batch-size", "32",
+# One cell (no reduction cells): what these tests check does not depend on depth, and each cell is
+# compiled code.
+TINY_TRAIN = ["--config", "demo", "--channels", "4", "--layers", "1", "--batch-size", "32",
               "--train-subset", "128", "--quiet"]
 
 
@@ -24,8 +26,9 @@ def read(path):
 @pytest.mark.usefixtures("fast_compiles_for_test")
 def test_search_demo_end_to_end(tmp_path, capsys):
   out = tmp_path / "search"
-  # Small explicit sizes: the test does not depend on the demo's defaults (nor grow with them).
-  rc = cli.main(["search", "--num-archs", "2", "--epochs", "1", "--channels", "4", "--layers", "3",
+  # Small explicit sizes: the test does not depend on the demo's defaults (nor grow with them); one cell,
+  # since each candidate's network is compiled on its own (3 cells: ~45 CPU s).
+  rc = cli.main(["search", "--num-archs", "2", "--epochs", "1", "--channels", "4", "--layers", "1",
                  "--batch-size", "32", "--train-subset", "128", "--out", str(out), "--quiet"])
   assert rc == 0, capsys.readouterr().err
   result = read(out / "result.json")
@@ -145,7 +148,8 @@ def test_resume_after_kill_is_exact(tmp_path, tiny_dataset):
 def test_data_parallel_step_equals_single_device():
   if jax.device_count() < 4:
     pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4")
-  net = Network(get_genotype("DARTS_V2"), channels=4, layers=3, num_classes=10, auxiliary=False)
+  # One cell: its BatchNorms and drop-path are what data parallelism could get wrong, not the depth.
+  net = Network(get_genotype("DARTS_V2"), channels=4, layers=1, num_classes=10, auxiliary=False)
   cfg = train.demo_config()
   cfg.update(cutout=4, flip=True, drop_path=0.1)
   tx = train.make_optimizer(cfg, 10)
