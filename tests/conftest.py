@@ -51,19 +51,38 @@ def nb201_table(pytestconfig, shared_data) -> str:
 
 
 _XLA_CACHE_DIR = None
+# The session's cache folder, handed from xdist's controller to its workers (they start after its
+# pytest_configure and inherit its environment).
+_XLA_CACHE_ENV = "NASJAX_TESTS_XLA_CACHE"
 
 
 def pytest_configure(config):
-  """Compiled programs are cached in a temporary folder of this session (each xdist worker its own), never
-  in ~/.cache where ``nasjax`` keeps them: every run starts cold, as CI does, and a program that several
-  tests compile is compiled once. Set here, before any test module compiles anything: JAX decides whether
-  to use the cache at its first compilation. ``$JAX_COMPILATION_CACHE_DIR`` set by the user is kept."""
+  """Compiled programs are cached in a temporary folder of this session, never in ~/.cache where
+  ``nasjax`` keeps them: every run starts cold, as CI does, and a program that several tests compile is
+  compiled once. The xdist workers share the folder: a module's tests are spread over both workers, so a
+  module fixture's programs (and those several modules compile) were otherwise compiled once per worker.
+  Sharing needs JAX's file lock around each read and write (on when the cache has a size limit), else a
+  worker could read an entry the other is still writing; without ``filelock`` each worker keeps its own
+  folder. Set here, before any test module compiles anything: JAX decides whether to use the cache at its
+  first compilation. ``$JAX_COMPILATION_CACHE_DIR`` set by the user is kept."""
   global _XLA_CACHE_DIR
   import jax
-  if jax.config.jax_compilation_cache_dir is None:
-    _XLA_CACHE_DIR = tempfile.mkdtemp(prefix="nasjax-tests-xla-")
-    jax.config.update("jax_compilation_cache_dir", _XLA_CACHE_DIR)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  if jax.config.jax_compilation_cache_dir is not None:
+    return
+  try:
+    import filelock  # noqa: F401
+    shared = True
+  except ImportError:
+    shared = False
+  folder = os.environ.get(_XLA_CACHE_ENV) if shared and hasattr(config, "workerinput") else None
+  if folder is None:
+    folder = _XLA_CACHE_DIR = tempfile.mkdtemp(prefix="nasjax-tests-xla-")
+    if shared:
+      os.environ[_XLA_CACHE_ENV] = folder
+  jax.config.update("jax_compilation_cache_dir", folder)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  if shared:
+    jax.config.update("jax_compilation_cache_max_size", 2**34)  # a limit turns the lock on; never reached
 
 
 def pytest_unconfigure(config):
@@ -135,34 +154,35 @@ def write_tiny_npz():
   return write
 
 
-# The longest tests of the default run, longest first (CPU seconds, 2026-12-05): they start first, since
-# xdist's loadgroup hands tests out in collection order and one collected last would run alone at the end
-# while the other worker idles. Names no longer found are ignored; add a test here when it takes > ~10 s.
+# The longest tests of the default run, longest first (CPU seconds of each test's own process, measured
+# per test on a loaded 2-core machine, 2026-12-05): they start first, since xdist's loadgroup hands tests
+# out in collection order and one collected last would run alone at the end while the other worker idles.
+# Names no longer found are ignored; add a test here when it takes > ~10 s.
 LONG_TESTS = (
     "test_notebooks.py::test_notebook_runs_in_small_mode",  # ~45-120 each (quickstart, nb201_search, proxies)
     "test_distributed.py::test_two_process_job_survives_a_first_collective_skew_over_30_s",  # 40 s asleep
-    "test_train_cli.py::test_search_demo_end_to_end",  # ~40
+    "test_nn.py::test_scanned_edges_equal_unrolled_edges_with_their_gradients",  # ~37
+    "test_nn.py::test_scanned_cell_pairs_equal_separate_cells_with_their_gradients",  # ~26
+    "test_nb201_oneshot.py::test_darts_on_nb201_moves_alphas_and_derives_their_arg_max",  # ~25
+    "test_cell_network.py::test_one_compiled_program_for_every_architecture",  # ~23 (the module's step)
+    "test_crash_safety.py::test_retraining_resumes_exactly_from_a_checkpoint_inside_an_epoch",  # ~22
     "test_export.py::test_transfer_trains_the_stacked_imagenet_network_and_info_counts_it",  # ~20 (trains)
-    "test_nn.py::test_scanned_cell_pairs_equal_separate_cells_with_their_gradients",  # ~30
-    "test_supernet_step_benchmark.py::test_weights_step_json_and_warm_compilation_cache",  # ~30
-    "test_nn.py::test_scanned_edges_equal_unrolled_edges_with_their_gradients",  # ~28
-    "test_train_cli.py::test_resume_after_kill_is_exact",  # ~20
-    "test_train_cli.py::test_train_eval_and_info",  # ~19
-    "test_evolution_benchmark.py::test_smoke_low_and_morphism_spend_exactly_the_budget",  # ~18
-    "test_nb201_oneshot.py::test_darts_on_nb201_moves_alphas_and_derives_their_arg_max",  # ~17
-    "test_cli_search.py::test_hyperband_with_the_train_estimator_on_a_macro_space",  # ~15
-    "test_cost_ws.py::test_recalibrated_stats_are_the_mean_of_per_batch_stats",  # ~15
-    "test_oneshot.py::test_spos_searches_its_trained_supernet_with_the_configured_strategy",  # ~15
-    "test_short_training.py::test_supernet_model_trains_every_candidate_with_one_compiled_program",  # ~14
-    "test_strategies.py::test_beats_random_search_on_known_optimum",  # ~14 for bayesopt
-    "test_search_driver.py::test_killed_regularized_evolution_resumes_to_the_uninterrupted_run",  # ~14
-    "test_train_cli.py::test_data_parallel_step_equals_single_device",  # ~13
+    "test_short_training.py::test_supernet_model_trains_every_candidate_with_one_compiled_program",  # ~20
+    "test_estimator_registry.py::test_train_on_nb201_compiles_one_program_for_all_candidates",  # ~20
+    "test_train_cli.py::test_resume_after_kill_is_exact",  # ~18
+    "test_cli_search.py::test_hyperband_with_the_train_estimator_on_a_macro_space",  # ~18
+    "test_train_cli.py::test_search_demo_end_to_end",  # ~17
+    "test_strategies.py::test_beats_random_search_on_known_optimum",  # ~17 for bayesopt
+    "test_evolution_benchmark.py::test_smoke_low_and_morphism_spend_exactly_the_budget",  # ~17
+    "test_cost_ws.py::test_recalibrated_stats_are_the_mean_of_per_batch_stats",  # ~16
+    "test_train_cli.py::test_train_eval_and_info",  # ~15
+    "test_cell_network.py::test_computes_the_genotype_network_for_a_fixed_architecture",  # ~13-15 each
+    "test_train_cli.py::test_data_parallel_step_equals_single_device",  # ~12
     "test_export.py::test_onnx_round_trip",  # ~10: jax2onnx's first conversion
-    "test_estimator_registry.py::test_train_on_nb201_compiles_one_program_for_all_candidates",  # ~12
-    "test_cell_network.py::test_one_compiled_program_for_every_architecture",  # ~12 (the module's step)
-    "test_cell_network.py::test_computes_the_genotype_network_for_a_fixed_architecture",  # ~10 each
-    "test_crash_safety.py::test_retraining_resumes_exactly_from_a_checkpoint_inside_an_epoch",  # ~11
     "test_bad_input.py::test_refused_restore_exits_cleanly",  # ~10 (a subprocess)
+    "test_oneshot.py::test_spos_searches_its_trained_supernet_with_the_configured_strategy",  # ~10
+    "test_supernet_step_benchmark.py::test_weights_step_json_and_warm_compilation_cache",  # ~8 (2 subprocesses)
+    "test_search_driver.py::test_killed_regularized_evolution_resumes_to_the_uninterrupted_run",  # ~2 CPU, ~14 wall
 )
 
 
