@@ -315,9 +315,10 @@ def _read_train_result(directory: str) -> dict:
   return trained
 
 
-# ---- the non-cell spaces (enas_macro, macro, nas_rl): their own networks on the same engine (nasjax.train_macro)
+# ---- the non-cell spaces (enas_macro, macro, nas_rl, nas_rl_strided): their own networks on the same engine
+# (nasjax.train_macro)
 
-_MACRO_SPACES = ("enas_macro", "macro", "nas_rl")
+_MACRO_SPACES = ("enas_macro", "macro", "nas_rl", "nas_rl_strided")
 _CELL_SPACES = ("darts", "nasnet", "enas_micro")
 _TRAINABLE = ", ".join(_CELL_SPACES + _MACRO_SPACES)
 

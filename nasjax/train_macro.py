@@ -11,7 +11,7 @@ The networks:
   and the export hold the child alone. Skips are summed and normalised as in the shared network (the
   authors' child concatenates them and applies a 1x1 convolution); the names match the shared network's,
   so a child's parameters are a subset of the search's shared weights.
-* ``macro`` and ``nas_rl``: :class:`~nasjax.nn.chain_network.ChainNetwork` (Zoph & Le, "Neural
+* ``macro``, ``nas_rl`` and ``nas_rl_strided``: :class:`~nasjax.nn.chain_network.ChainNetwork` (Zoph & Le, "Neural
   Architecture Search with Reinforcement Learning", ICLR 2017, section 3.3), whose widths are the
   architecture's filter counts and whose layer shapes are planned for one input shape.
 
@@ -38,7 +38,7 @@ from nasjax.errors import NasjaxError
 from nasjax.export import TrainedNetwork
 from nasjax.training import FitResult, evaluate, fit, init_state, make_eval_step, make_optimizer, plain_model_fn
 
-SPACES = ("enas_macro", "macro", "nas_rl")
+SPACES = ("enas_macro", "macro", "nas_rl", "nas_rl_strided")
 # Settings of the cell protocol these networks have no part for, and the value that means "none of it".
 _CELL_ONLY = {"drop_path": 0.0, "auxiliary": False, "auxiliary_weight": None, "stem": "cifar", "layers": None}
 _WHY = {"drop_path": "it has no drop-path", "auxiliary": "it has no auxiliary head",
@@ -50,7 +50,7 @@ def canonical_space(name: str) -> str | None:
   """The registry name of ``name`` when it is one of :data:`SPACES`, else None (other spaces' names and
   unknown names alike; :func:`nasjax.spaces.get_space` judges those)."""
   key = str(name).strip().lower().replace("-", "_")
-  key = {"nasrl": "nas_rl"}.get(key, key)
+  key = {"nasrl": "nas_rl", "nasrl_strided": "nas_rl_strided"}.get(key, key)
   return key if key in SPACES else None
 
 
@@ -58,8 +58,12 @@ def _spaces_for(name: str, num_layers: int) -> list:
   from nasjax.spaces import EnasMacroSpace, macro_space, nas_rl_space
   if name == "enas_macro":
     return [EnasMacroSpace(num_layers)]
-  if name == "nas_rl":  # a string with a stride other than 1 is one of the strided space
+  if name == "nas_rl":
+    # A string in the strided notation (sh, sw) is of the strided space: result files written before it had
+    # its own name (nas_rl_strided) recorded its architectures as nas_rl.
     return [nas_rl_space(num_layers), nas_rl_space(num_layers, with_strides=True)]
+  if name == "nas_rl_strided":
+    return [nas_rl_space(num_layers, with_strides=True)]
   return [macro_space(num_layers)]
 
 

@@ -49,18 +49,20 @@ def test_controller_over_the_nb201_table(method, tmp_path, capsys, nb201_table):
 
 
 @pytest.mark.slow
-def test_nasrl_trains_children_of_the_nas_rl_space_on_the_embedded_data(tmp_path, capsys):
-  """NAS-RL end to end: the controller with NAS-RL's settings samples 15-layer conv chains, each trained
-  for one epoch on a slice of the embedded Fashion-MNIST subset (about a minute of CPU: every child is
-  its own compiled network)."""
+@pytest.mark.parametrize("space_name", ["nas_rl", "nas_rl_strided"])
+def test_nasrl_trains_children_of_the_nas_rl_space_on_the_embedded_data(space_name, tmp_path, capsys):
+  """NAS-RL end to end: the controller with NAS-RL's settings samples 15-layer conv chains (with a stride
+  height and width per layer in nas_rl_strided), each trained for one epoch on a slice of the embedded
+  Fashion-MNIST subset (about a minute of CPU: every child is its own compiled network)."""
   out = tmp_path / "nasrl"
-  rc, err = run(capsys, "--method", "nasrl", "--space", "nas_rl", "--estimator", "train", "--data", "embedded",
+  rc, err = run(capsys, "--method", "nasrl", "--space", space_name, "--estimator", "train", "--data", "embedded",
                 "--train-subset", "128", "--epochs", "1", "--batch-size", "32", "--num-archs", "2",
                 "--strategy-option", "batch_size=2", "--out", str(out))
   assert rc == 0, err
   result = read(out / "result.json")
   assert result["strategy"] == "controller" and result["executor"] == "serial" and result["num_evaluated"] == 2
-  space = get_space("nas_rl")
+  assert result["space"] == space_name
+  space = get_space(space_name)
   np.testing.assert_array_equal(space.from_string(result["genotype"]), result["arch"])
   assert 0 <= result["metrics"]["accuracy"] <= 1 and result["metrics"]["params"] > 0
 

@@ -76,6 +76,7 @@ WORKS = {
     "nb201": ("train", "early_stopping", "weight_sharing", "proxy", "tabular"),
     "macro": ("train", "early_stopping", "morphism"),
     "nas_rl": ("train", "early_stopping", "morphism"),
+    "nas_rl_strided": ("train", "early_stopping", "morphism"),
 }
 SPECS = {"proxy": "proxy:synflow", "tabular": "tabular:t.csv"}
 

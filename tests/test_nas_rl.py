@@ -1,17 +1,21 @@
 """NAS-RL's conv space with separate stride height and width (Zoph & Le, ICLR 2017): encoding, notation,
-the network's strides, the controller's emission order, and the older five-field encoding left as it was."""
+the network's strides, the controller's emission order, the older five-field encoding left as it was, and
+the registered name ``nas_rl_strided`` through the command line (search, train, eval, info)."""
 
 from __future__ import annotations
+
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nasjax import cli
 from nasjax.errors import NasjaxError
 from nasjax.nn.chain_network import chain_network, init_variables, plan_macs, plan_network
 from nasjax.nn.count import count_macs
-from nasjax.spaces import MacroSpace, get_space, nas_rl_space
+from nasjax.spaces import SPACE_NAMES, MacroSpace, get_space, nas_rl_space, nas_rl_strided_space
 from nasjax.strategies.controller_layout import CHOICE, SKIP, controller_layout
 
 SPLIT = nas_rl_space(3, with_strides=True)
@@ -109,5 +113,92 @@ def test_controller_emits_each_layer_in_nas_rls_order():
 
 def test_registry_builds_the_split_space_by_name():
   assert get_space("nas_rl", num_layers=3, with_strides=True) == SPLIT
+  # Its own registered name, which is also the space's name: a result file or a worker rebuilds it by name.
+  assert "nas_rl_strided" in SPACE_NAMES and SPLIT.name == "nas_rl_strided" and nas_rl_space(3).name == "nas_rl"
+  assert get_space("nas_rl_strided", num_layers=3) == get_space("NASRL-strided", num_layers=3) == SPLIT
+  assert get_space(SPLIT.name, num_layers=3) == SPLIT and nas_rl_strided_space() == nas_rl_space(15, True)
+  assert get_space("nas_rl_strided").num_decisions == 6 * 15 + 105
   assert get_space("macro", num_layers=3, kernel_sizes=(1, 3), filters=(4, 8), strides=(1, 2),
                    split_strides=True) == MIXED
+
+
+@pytest.mark.parametrize("name,options,match", [
+    ("nas_rl_stride", {}, "unknown search space 'nas_rl_stride'; accepted: .*nas_rl_strided"),
+    ("nas_rl_strided", {"with_strides": False}, "'nas_rl_strided' does not take with_strides; accepted: num_layers"),
+    ("nas_rl_strided", {"num_layers": 0}, "num_layers must be a positive integer"),
+])
+def test_bad_names_and_options_of_the_strided_space_are_one_clear_error(name, options, match):
+  with pytest.raises(NasjaxError, match=match):
+    get_space(name, **options)
+
+
+# ---------------------------------------------------------------------------------- the command line
+STRIDED_ARCH = "conv(h3,w1,f24,sh2,sw1)|conv(h1,w3,f36,sh1,sw2)<-0|conv(h5,w1,f24,sh1,sw1)<-0,1"
+
+
+@pytest.mark.parametrize("method", [
+    ("--method", "nasrl"), ("--method", "nas_rl"), ("--strategy", "controller"), ("--strategy", "random"),
+    ("--strategy", "regularized_evolution"), ("--strategy", "reinforce"), ("--strategy", "local_search")])
+@pytest.mark.parametrize("estimator", ["train", "early_stopping", "morphism"])
+def test_search_accepts_the_strided_space_wherever_it_accepts_nas_rl(method, estimator, capsys):
+  """Every discrete search the NAS-RL space takes (the strategies and the estimators of chain networks)
+  takes the strided one by name; --show-config runs every check and builds the strategy, nothing else."""
+  argv = ["search", "--space", "nas_rl_strided", *method, "--estimator", estimator, "--show-config"]
+  rc = cli.main(argv)
+  captured = capsys.readouterr()
+  assert rc == 0, captured.err
+  assert json.loads(captured.out)["command"] == "show-config"
+
+
+def test_search_refuses_what_the_strided_space_cannot_do_in_one_line(capsys):
+  for argv, message in (
+      (["--space", "nas_rl_strided", "--method", "nasrl", "--estimator", "proxy:synflow"],
+       "does not work on space 'nas_rl_strided'"),
+      (["--space", "nas_rl_strides", "--method", "nasrl"], "unknown search space 'nas_rl_strides'")):
+    rc = cli.main(["search", *argv, "--show-config"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_info_and_train_read_strided_architectures(tmp_path, write_tiny_npz, capsys):
+  """``nasjax info|train|eval`` of a strided architecture: by --space nas_rl_strided, and from the
+  result.json a search on that space writes (its ``space`` field names it)."""
+  rc = cli.main(["info", "--space", "nas_rl_strided", "--genotype", STRIDED_ARCH, "--input-shape", "8,8,1",
+                 "--classes", "4"])
+  assert rc == 0, capsys.readouterr().err
+  info = json.loads(capsys.readouterr().out)
+  assert info["space"] == "nas_rl_strided" and info["num_layers"] == 3 and info["macs"] > 0
+  # The older name still reads a strided string (result files written before the strided space had a name).
+  rc = cli.main(["info", "--space", "nas_rl", "--genotype", STRIDED_ARCH, "--input-shape", "8,8,1", "--classes", "4"])
+  assert rc == 0 and json.loads(capsys.readouterr().out)["params"] == info["params"]
+  search = tmp_path / "search"
+  search.mkdir()
+  (search / "result.json").write_text(json.dumps({"command": "search", "strategy": "controller",
+                                                  "space": "nas_rl_strided", "genotype": STRIDED_ARCH}))
+  data = write_tiny_npz(tmp_path / "tiny.npz", 64, 16)
+  out = tmp_path / "train"
+  rc = cli.main(["train", "--genotype", str(search / "result.json"), "--config", "demo", "--epochs", "1",
+                 "--batch-size", "32", "--data", data, "--out", str(out), "--quiet"])
+  assert rc == 0, capsys.readouterr().err
+  result = json.loads((out / "result.json").read_text())
+  assert result["space"] == "nas_rl_strided" and result["genotype"] == STRIDED_ARCH
+  assert result["params"] == info["params"]
+  capsys.readouterr()
+  rc = cli.main(["eval", "--checkpoint", str(out), "--out", str(tmp_path / "eval"), "--quiet"])
+  assert rc == 0, capsys.readouterr().err
+  ev = json.loads((tmp_path / "eval" / "result.json").read_text())
+  assert ev["space"] == "nas_rl_strided"
+  assert ev["metrics"]["test_accuracy"] == pytest.approx(result["metrics"]["eval_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--space", "nas_rl_strided", "--genotype", "conv(h3,w3,f24,s1)|conv(h1,w3,f36,s1)<-0"],
+     "not an architecture of the nas_rl_strided space"),
+    (["--space", "nas_rl_strided", "--genotype", STRIDED_ARCH, "--channels", "16"], "filter counts"),
+])
+def test_train_refuses_bad_strided_input_in_one_line(tmp_path, capsys, argv, message):
+  out = tmp_path / "out"
+  rc = cli.main(["train", *argv, "--out", str(out)])
+  err = capsys.readouterr().err
+  assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+  assert not out.exists()

@@ -68,7 +68,8 @@ def space_run(request):
 
 # ----------------------------------------------------------------------------------------- registry
 def test_registry_names_and_errors():
-  assert set(SPACE_NAMES) == {"darts", "nasnet", "enas_micro", "enas_macro", "nb201", "macro", "nas_rl"}
+  assert set(SPACE_NAMES) == {"darts", "nasnet", "enas_micro", "enas_macro", "nb201", "macro", "nas_rl",
+                              "nas_rl_strided"}
   assert get_space("NAS-Bench-201") == NB201Space()
   assert get_space("enas_micro", num_nodes=4).num_nodes == 4
   assert get_space("macro", num_layers=3, skips=False).num_decisions == 15

@@ -1,8 +1,9 @@
 """Search spaces: an architecture is a fixed-length int32 array, a population an int32[P, D] array.
 
 Spaces and their papers: DARTS (Liu et al., ICLR 2019), NASNet (Zoph et al., CVPR 2018), ENAS micro and
-macro (Pham et al., ICML 2018), NAS-Bench-201 (Dong & Yang, ICLR 2020), NAS-RL (Zoph & Le, ICLR 2017)
-and a generic chain-structured macro space. See each module's docstring for the encoding and notation.
+macro (Pham et al., ICML 2018), NAS-Bench-201 (Dong & Yang, ICLR 2020), NAS-RL (Zoph & Le, ICLR 2017;
+``nas_rl``, and ``nas_rl_strided`` with a stride height and width per layer) and a generic chain-structured
+macro space. See each module's docstring for the encoding and notation.
 
 ``get_space(name, **kwargs)`` builds a registered space by name.
 """
@@ -19,7 +20,7 @@ from nasjax.spaces.cells import (DARTS_OPS, ENAS_MICRO_OPS, NASNET_OPS, CellSpac
 from nasjax.spaces.enas_macro import ENAS_MACRO_OPS, EnasMacroSpace
 from nasjax.spaces.genotype import Genotype
 from nasjax.spaces.genotypes import GENOTYPES, get_genotype, lookup_genotype
-from nasjax.spaces.macro import LAYER_TYPES, MacroSpace, macro_space, nas_rl_space
+from nasjax.spaces.macro import LAYER_TYPES, MacroSpace, macro_space, nas_rl_space, nas_rl_strided_space
 from nasjax.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Space
 
 _REGISTRY: dict[str, Callable[..., Space]] = {
@@ -30,8 +31,10 @@ _REGISTRY: dict[str, Callable[..., Space]] = {
     "nb201": NB201Space,
     "macro": macro_space,
     "nas_rl": nas_rl_space,
+    # NAS-RL's space with a stride height and width per layer (nas_rl_space(with_strides=True)).
+    "nas_rl_strided": nas_rl_strided_space,
 }
-_ALIASES = {"nas_bench_201": "nb201", "nasbench201": "nb201", "nasrl": "nas_rl"}
+_ALIASES = {"nas_bench_201": "nb201", "nasbench201": "nb201", "nasrl": "nas_rl", "nasrl_strided": "nas_rl_strided"}
 
 SPACE_NAMES = tuple(_REGISTRY)
 
@@ -62,6 +65,6 @@ def get_space(name: str, **kwargs: Any) -> Space:
 __all__ = [
     "Arch", "Space", "CellSpace", "NB201Space", "EnasMacroSpace", "MacroSpace", "Genotype",
     "GENOTYPES", "get_genotype", "lookup_genotype", "get_space", "SPACE_NAMES", "darts_space",
-    "nasnet_space", "enas_micro_space", "nas_rl_space", "macro_space", "DARTS_OPS", "NASNET_OPS",
-    "ENAS_MICRO_OPS", "ENAS_MACRO_OPS", "NB201_OPS", "NB201_EDGES", "LAYER_TYPES",
+    "nasnet_space", "enas_micro_space", "nas_rl_space", "nas_rl_strided_space", "macro_space", "DARTS_OPS",
+    "NASNET_OPS", "ENAS_MICRO_OPS", "ENAS_MACRO_OPS", "NB201_OPS", "NB201_EDGES", "LAYER_TYPES",
 ]

@@ -15,7 +15,7 @@ Encoding (``D = 5 L + L(L-1)/2`` with skips, ``5 L`` without): per layer
 layer 0) concatenated, as in NAS-RL, with the layers its skip bits select.
 
 With ``split_strides=True`` (NAS-RL's separate stride height and width; :func:`nas_rl_space` with
-``with_strides=True``) a layer has six fields, ``[type, kernel_h, kernel_w, filters, stride_h, stride_w]``,
+``with_strides=True``, registered as ``nas_rl_strided``) a layer has six fields, ``[type, kernel_h, kernel_w, filters, stride_h, stride_w]``,
 both strides indexing ``strides`` (``D = 6 L + L(L-1)/2``). The first four fields keep their places, and a
 space without the option keeps its five-field encoding, so existing encodings and strings stay valid.
 
@@ -370,7 +370,19 @@ def nas_rl_space(num_layers: int = 15, with_strides: bool = False) -> MacroSpace
   its stride height and its stride width, each in {1, 2, 3}, as two decisions (the paper's controller
   emits them separately, figure 2): six fields per layer. Without, the stride is fixed to 1 and the layer
   keeps the five-field encoding of :class:`MacroSpace`. 15 layers by default, the depth of the paper's
-  network without strides or pooling (Table 1)."""
+  network without strides or pooling (Table 1).
+
+  The strided space is named ``nas_rl_strided`` (the registry's name for it, see
+  :func:`nas_rl_strided_space`): a space's name is how result files, resume identities and worker
+  processes rebuild it with :func:`nasjax.spaces.get_space`, and the two encodings differ."""
   return MacroSpace(num_layers, layer_types=("conv",), kernel_sizes=(1, 3, 5, 7),
                     filters=(24, 36, 48, 64), strides=(1, 2, 3) if with_strides else (1,),
-                    skips=True, name="nas_rl", split_strides=bool(with_strides))
+                    skips=True, name="nas_rl_strided" if with_strides else "nas_rl",
+                    split_strides=bool(with_strides))
+
+
+def nas_rl_strided_space(num_layers: int = 15) -> MacroSpace:
+  """The registry's ``"nas_rl_strided"``: :func:`nas_rl_space` with ``with_strides=True``, NAS-RL's space
+  with a stride height and a stride width per layer, so that a command line can name it
+  (``nasjax search --method nasrl --space nas_rl_strided``)."""
+  return nas_rl_space(num_layers, with_strides=True)
