@@ -8,13 +8,14 @@ A notebook that needs the NAS-Bench-201 table is skipped when the table is absen
 Each small mode costs 20 to 100 CPU seconds, almost all of it XLA compilation, so they are in the default
 run (a notebook's entry in NOTEBOOKS can send it back to the slow run), spread over the xdist workers (no
 group), except quickstart and darts, which run one after the other on one worker: they search with the
-same settings, and the kernels share the worker's session-temporary compilation cache (conftest.py), so
-the second compiles nothing for that search. The cache starts empty every session, as CI does; a cache
+same settings, and the kernels share the session-temporary compilation cache of conftest.py, so the
+second compiles nothing for that search. The cache starts empty every session, as CI does; a cache
 folder the user set is not passed on (a reader's kernel would not have one).
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 
@@ -54,8 +55,13 @@ def run_notebook(name: str, shared: pathlib.Path, monkeypatch) -> nbformat.Noteb
   monkeypatch.setenv("NASJAX_SHARED_DATA", str(shared))
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
   monkeypatch.delenv("XLA_FLAGS", raising=False)
-  if conftest._XLA_CACHE_DIR is not None:
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", conftest._XLA_CACHE_DIR)
+  import jax
+  folder = jax.config.jax_compilation_cache_dir
+  if folder is not None and folder in (conftest._XLA_CACHE_DIR, os.environ.get(conftest._XLA_CACHE_ENV)):
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", folder)
+    # conftest's size limit turns JAX's file lock on where the xdist workers share the folder: the kernels
+    # need it too
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_MAX_SIZE", str(jax.config.jax_compilation_cache_max_size))
   else:
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
   client = nbclient.NotebookClient(notebook, timeout=NOTEBOOKS[name][1], kernel_name="python3",
