@@ -137,6 +137,12 @@ def search_cfg(method: str, args):
     cfg.epochs = args.spos_search_epochs
   else:
     cfg.arch_warmup_epochs = args.search_warmup_epochs
+  # A hardware-aware search (latency_fashion_mnist.py) adds a cost term; this script's own runs have none,
+  # so their configs, and the finished stages keyed by them, stay as they were.
+  for name in ("cost_weight", "cost_metric", "cost_target", "latency_table", "latency_batch", "latency_runs",
+               "latency_warmup"):
+    if getattr(args, name, None) is not None:
+      cfg[name] = getattr(args, name)
   return cfg
 
 
