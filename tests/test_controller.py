@@ -22,6 +22,10 @@ from nasjax.strategies import get_strategy
 from nasjax.strategies.controller import Policy, controller, enas_macro_settings
 from test_strategies import FAST_COMPILE, run_search, true_fitness
 
+# Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py), as
+# they already were for the searches compiled with FAST_COMPILE (~94 CPU s with them on).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 # Every registered space, small where its size is a parameter.
 SPACES = {"darts": {}, "nasnet": {}, "enas_micro": {"num_nodes": 3}, "nb201": {},
           "enas_macro": {"num_layers": 4}, "macro": {"num_layers": 3}, "nas_rl": {"num_layers": 4}}
