@@ -30,6 +30,7 @@ of them can be named as an objective.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -86,7 +87,7 @@ FORWARD_METRICS = ("latency_s", "latency_batch_s", "latency_batch_size", "peak_a
 
 
 def forward_metrics(apply_fn: Callable, variables: Any, input_shape: Sequence[int], *, batch_size: int = 64,
-                    runs: int = 10, warmup: int = 2) -> dict:
+                    runs: int = 10, warmup: int = 2, clock: Callable[[], float] = time.perf_counter) -> dict:
   """``latency_s`` (batch 1), ``latency_batch_s`` (``batch_size``), ``peak_activation_bytes`` (at
   ``batch_size``) and its source, for ``apply_fn(variables, x) -> logits`` on NHWC ``input_shape``."""
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -96,15 +97,20 @@ def forward_metrics(apply_fn: Callable, variables: Any, input_shape: Sequence[in
   one = jnp.zeros((1,) + shape, jnp.float32)
   batch = jnp.zeros((batch_size,) + shape, jnp.float32)
   memory, source = peak_activation_bytes(apply_fn, variables, batch)
-  return {"latency_s": measure_latency_ms(forward, variables, one, runs=runs, warmup=warmup) / 1e3,
-          "latency_batch_s": measure_latency_ms(forward, variables, batch, runs=runs, warmup=warmup) / 1e3,
+  timing = dict(runs=runs, warmup=warmup, clock=clock)
+  return {"latency_s": measure_latency_ms(forward, variables, one, **timing) / 1e3,
+          "latency_batch_s": measure_latency_ms(forward, variables, batch, **timing) / 1e3,
           "latency_batch_size": batch_size, "peak_activation_bytes": memory, "peak_activation_source": source}
 
 
 def forward_estimator(space, *, input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10,
                       channels: int | None = None, layers: int | None = None, batch_size: int = 64,
-                      runs: int = 10, warmup: int = 2) -> DeclaredEstimator:
+                      runs: int = 10, warmup: int = 2,
+                      clock: Callable[[], float] = time.perf_counter) -> DeclaredEstimator:
   """``(arch, key) -> {"latency_s", "latency_batch_s", "peak_activation_bytes", ...}`` on this device (host).
+
+  Latency is wall time by default; ``clock=time.process_time`` times this process's CPU instead, which
+  other work on a shared host does not inflate (:func:`nasjax.estimators.cost.measure_latency_ms`).
 
   The network of an architecture is the one :func:`nasjax.estimators.cost.cost_estimator` builds (NB201:
   the benchmark network, ``channels`` 16 and ``layers`` 5 cells per stage by default; cell spaces: the
@@ -139,7 +145,7 @@ def forward_estimator(space, *, input_shape: Sequence[int] = (32, 32, 3), num_cl
       out = model.apply(variables, x, train=False)
       return out[0] if isinstance(out, tuple) else out  # Network returns (logits, aux)
 
-    return forward_metrics(apply, zeros, shape, batch_size=batch_size, runs=runs, warmup=warmup)
+    return forward_metrics(apply, zeros, shape, batch_size=batch_size, runs=runs, warmup=warmup, clock=clock)
 
   return DeclaredEstimator(estimate, "device", FORWARD_METRICS)
 
