@@ -78,6 +78,20 @@ def test_switch_network_equals_standalone_network_and_vmaps(tiny_nb201):
     assert count_params(own["params"]) == int(net.count_params_for(arch))
 
 
+def test_nb201_param_count_follows_the_input_channels():
+  """The stem convolution reads the input's channels: a 1-channel (Fashion-MNIST) network has 9 * 2 * C
+  fewer weights than the benchmark's 3-channel one, and the count says so."""
+  arch = np.array([3, 2, 4, 1, 3, 0], np.int32)
+  fixed = NB201Network(channels=2, cells_per_stage=1, num_classes=5, genotype=tuple(int(v) for v in arch))
+  switch = NB201Network(channels=2, cells_per_stage=1, num_classes=5)
+  for channels in (1, 3):
+    shapes = jax.eval_shape(lambda k: fixed.init(k, jnp.zeros((1, 8, 8, channels))), jax.random.key(0))
+    assert int(switch.count_params_for(arch, in_channels=channels)) == count_params(shapes["params"])
+  assert (int(switch.count_params_for(arch)) - int(switch.count_params_for(arch, in_channels=1))) == 9 * 2 * 2
+  with pytest.raises(NasjaxError, match="positive integer"):
+    switch.count_params_for(arch, in_channels=0)
+
+
 def test_nb201_bad_architectures_are_clear_errors(tiny_nb201):
   net, x, variables = tiny_nb201
   with pytest.raises(NasjaxError, match="shape"):

@@ -440,13 +440,13 @@ def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarr
         return net.init(key, sample, zero_arch, train=False)
 
       return lambda arch: Model(init_switch, model_fn, jnp.asarray(arch, jnp.int32),
-                                int(net.count_params_for(arch)), shared=True)
+                                int(net.count_params_for(arch, in_channels=sample.shape[-1])), shared=True)
 
     def nb201_model(arch):
       standalone = NB201Network(cfg.channels, cfg.cells_per_stage, dataset.num_classes,
                                 genotype=tuple(int(v) for v in arch))
       return Model(lambda key: standalone.init(key, sample, train=False), plain_model_fn(standalone), None,
-                   int(standalone.count_params_for(arch)))
+                   int(standalone.count_params_for(arch, in_channels=sample.shape[-1])))
     return nb201_model
   if family == CHAIN:
     from nasjax.nn.chain_network import chain_model_fn, chain_network, init_variables

@@ -192,12 +192,17 @@ class NB201Network(nn.Module):
     return nn.Dense(self.num_classes, name="classifier")(jnp.mean(s, axis=(1, 2)))
 
   @nn.nowrap
-  def count_params_for(self, arch) -> jax.Array:
+  def count_params_for(self, arch, *, in_channels: int = 3) -> jax.Array:
     """Parameters of the stand-alone network of ``arch``: the chosen ops only, as the benchmark counts.
 
     Jittable and vmappable in ``arch`` (int32[6]); divide by 1e6 for the benchmark's "params (MB)".
+    ``in_channels``: the input's channels (the benchmark's data sets have 3; the stem convolution has
+    ``9 * in_channels * C`` weights, so a 1-channel input such as Fashion-MNIST has fewer).
     """
-    shared, table = _param_table(self.channels, self.cells_per_stage, self.num_classes, self.affine)
+    if not isinstance(in_channels, (int, np.integer)) or isinstance(in_channels, bool) or in_channels < 1:
+      raise NasjaxError(f"count_params_for needs the input's channels as a positive integer; got {in_channels!r}")
+    shared, table = _param_table(self.channels, self.cells_per_stage, self.num_classes, self.affine,
+                                 int(in_channels))
     arch = jnp.asarray(arch, jnp.int32)
     if arch.shape[-1:] != (len(NB201_EDGES),):
       raise NasjaxError(f"an NB201 architecture has {len(NB201_EDGES)} op indices; got shape {arch.shape}")
@@ -216,11 +221,11 @@ def _edge_and_op(path) -> tuple[int, str] | None:
 
 
 @functools.lru_cache(maxsize=32)
-def _param_table(channels: int, cells_per_stage: int, num_classes: int, affine: bool):
+def _param_table(channels: int, cells_per_stage: int, num_classes: int, affine: bool, in_channels: int):
   """(parameters outside the cells' ops, int32[6, 5] parameters of op k on edge e summed over cells)."""
   net = NB201Network(channels, cells_per_stage, num_classes, affine, parent=None)
   # Parameter shapes do not depend on the resolution (global pooling); 8x8 survives both reductions.
-  shapes = jax.eval_shape(lambda k: net.init(k, jnp.zeros((1, 8, 8, 3)), jnp.zeros(6, jnp.int32)),
+  shapes = jax.eval_shape(lambda k: net.init(k, jnp.zeros((1, 8, 8, in_channels)), jnp.zeros(6, jnp.int32)),
                           jax.random.key(0))["params"]
   return chosen_op_table(shapes, _edge_and_op, len(NB201_EDGES), NB201_OPS)
 
