@@ -65,6 +65,35 @@ RANDOM_MATCHED_CELLS = {"params": [97378, 75590, 97186], "test_accuracy": [0.926
 RANK_SAMPLE_STREAM, RANK_TRAIN_STREAM = 104729, 1299709
 
 
+def add_retraining_options(p: argparse.ArgumentParser) -> None:
+  """The options of the found cell's retraining under darts_fashion_mnist.py's protocol, resumable in parts;
+  shared with the other benchmarks that retrain a found cell (latency_fashion_mnist.py)."""
+  p.add_argument("--train-epochs", type=int, default=7)
+  p.add_argument("--retrain-epochs-now", type=int, default=None,
+                 help="run at most this many more of the retraining's --train-epochs epochs in this call (it "
+                      "resumes from its checkpoints: rerun to go on; without this option it finishes)")
+  p.add_argument("--train-channels", type=int, default=16)
+  p.add_argument("--train-layers", type=int, default=5)
+  p.add_argument("--train-subset", type=int, default=0, help="training images of the retraining; 0 = all")
+  p.add_argument("--cutout", type=int, default=0)
+  p.add_argument("--drop-path", type=float, default=0.0)
+
+
+def check_retraining_options(args: argparse.Namespace) -> None:
+  """One clear error for a retraining option of :func:`add_retraining_options` out of its range."""
+  for name in ("train_epochs", "train_channels", "train_layers"):
+    if getattr(args, name) < 1:
+      raise NasjaxError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
+  for name in ("train_subset", "cutout"):
+    if getattr(args, name) < 0:
+      raise NasjaxError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
+  if args.retrain_epochs_now is not None and not 1 <= args.retrain_epochs_now <= args.train_epochs:
+    raise NasjaxError(f"--retrain-epochs-now must be in [1, --train-epochs={args.train_epochs}]; "
+                      f"got {args.retrain_epochs_now}")
+  if not 0.0 <= args.drop_path < 1.0:
+    raise NasjaxError(f"--drop-path must be in [0, 1); got {args.drop_path}")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,16 +122,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--rank-valid-fraction", type=float, default=0.05,
                  help="fraction of the training set held out to score each stand-alone training (0.05: 3,000 images)")
   p.add_argument("--no-retrain", action="store_true", help="search (and rank) only")
-  p.add_argument("--train-epochs", type=int, default=7)
-  p.add_argument("--retrain-epochs-now", type=int, default=None,
-                 help="run at most this many more of the retraining's --train-epochs epochs in this call (it "
-                      "resumes from its checkpoints: rerun to go on; without this option it finishes)")
-  p.add_argument("--train-channels", type=int, default=16)
-  p.add_argument("--train-layers", type=int, default=5)
-  p.add_argument("--train-subset", type=int, default=0, help="training images of the retraining; 0 = all")
+  add_retraining_options(p)
   p.add_argument("--train-batch-size", type=int, default=64)
-  p.add_argument("--cutout", type=int, default=0)
-  p.add_argument("--drop-path", type=float, default=0.0)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="runs/enas_fashion_mnist", help="work directory (checkpoints, stages)")
   p.add_argument("--json", default=None, help="also write the printed JSON object here")
@@ -112,22 +133,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.data = os.path.realpath(args.data)  # one spelling per file: a rerun elsewhere finds its stages
   for name in ("search_epochs", "search_channels", "search_layers", "search_batch_size", "controller_steps",
                "controller_batch", "derive_samples", "derive_batches", "controller_timing_steps", "rank_cells",
-               "rank_batches", "rank_epochs", "rank_train_subset", "train_epochs", "train_channels", "train_layers",
-               "train_batch_size"):
+               "rank_batches", "rank_epochs", "rank_train_subset", "train_batch_size"):
     if getattr(args, name) < 1:
       raise NasjaxError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
-  for name in ("search_subset", "train_subset", "cutout", "seed"):
+  check_retraining_options(args)
+  for name in ("search_subset", "seed"):
     if getattr(args, name) < 0:
       raise NasjaxError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
-  if args.retrain_epochs_now is not None and not 1 <= args.retrain_epochs_now <= args.train_epochs:
-    raise NasjaxError(f"--retrain-epochs-now must be in [1, --train-epochs={args.train_epochs}]; "
-                      f"got {args.retrain_epochs_now}")
   if not 0.0 < args.search_valid_fraction < 1.0:
     raise NasjaxError(f"--search-valid-fraction must be in (0, 1); got {args.search_valid_fraction}")
   if not 0.0 < args.rank_valid_fraction < 1.0:
     raise NasjaxError(f"--rank-valid-fraction must be in (0, 1); got {args.rank_valid_fraction}")
-  if not 0.0 <= args.drop_path < 1.0:
-    raise NasjaxError(f"--drop-path must be in [0, 1); got {args.drop_path}")
   if args.rank_cells < 3 and args.rank_agreement:
     raise NasjaxError(f"--rank-cells must be at least 3 for a rank correlation; got {args.rank_cells}")
   return args

@@ -123,14 +123,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--no-measure", action="store_true",
                  help="leave out stage 3 (a finished latency.json is still reported): retrain while another call "
                       "measures")
-  p.add_argument("--train-epochs", type=int, default=7)
-  p.add_argument("--retrain-epochs-now", type=int, default=None,
-                 help="run at most this many more of the retraining's --train-epochs epochs (resumable)")
-  p.add_argument("--train-channels", type=int, default=16)
-  p.add_argument("--train-layers", type=int, default=5)
-  p.add_argument("--train-subset", type=int, default=0, help="training images of the retraining; 0 = all")
-  p.add_argument("--cutout", type=int, default=0)
-  p.add_argument("--drop-path", type=float, default=0.0)
+  enas_bench.add_retraining_options(p)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="runs/latency_fashion_mnist", help="work directory (checkpoints, stages)")
   p.add_argument("--json", default=None, help="also write the printed JSON object here")
@@ -139,10 +132,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   if os.path.exists(args.data):
     args.data = os.path.realpath(args.data)  # one spelling per file: a rerun elsewhere finds its stages
   for name in ("search_epochs", "search_channels", "search_layers", "batch_size", "latency_batch", "latency_runs",
-               "measure_batch", "measure_rounds", "measure_runs", "train_epochs", "train_channels", "train_layers"):
+               "measure_batch", "measure_rounds", "measure_runs"):
     if getattr(args, name) < 1:
       raise NasjaxError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
-  for name in ("search_subset", "search_warmup_epochs", "latency_warmup", "train_subset", "cutout", "seed"):
+  enas_bench.check_retraining_options(args)
+  for name in ("search_subset", "search_warmup_epochs", "latency_warmup", "seed"):
     if getattr(args, name) < 0:
       raise NasjaxError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
   if args.search_warmup_epochs >= args.search_epochs:
@@ -152,11 +146,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     raise NasjaxError(f"--cost-weight must be > 0 (this is the latency-constrained search); got {args.cost_weight}")
   if not 0 < args.cost_target_fraction <= 1:
     raise NasjaxError(f"--cost-target-fraction must be in (0, 1]; got {args.cost_target_fraction}")
-  if args.retrain_epochs_now is not None and not 1 <= args.retrain_epochs_now <= args.train_epochs:
-    raise NasjaxError(f"--retrain-epochs-now must be in [1, --train-epochs={args.train_epochs}]; "
-                      f"got {args.retrain_epochs_now}")
-  if not 0.0 <= args.drop_path < 1.0:
-    raise NasjaxError(f"--drop-path must be in [0, 1); got {args.drop_path}")
   # What darts_fashion_mnist's search_cfg reads besides the options above; cost_target is set by stage 1.
   args.rank_samples, args.spos_search_epochs = 100, args.search_epochs
   args.cost_metric, args.cost_target = "latency", None
