@@ -18,7 +18,6 @@ Needs the ``export`` extra (jax2onnx, onnx, onnxruntime).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ import provenance  # noqa: E402
 
 from nasjax import export  # noqa: E402
 from nasjax.estimators.cost import measure_latency_ms  # noqa: E402
+from nasjax.utils.stages import report_main  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -47,8 +47,7 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-def main(argv=None) -> dict:
-  args = parse_args(argv)
+def run(args: argparse.Namespace, argv=None) -> dict:
   import onnxruntime
 
   trained = export.load_trained(args.checkpoint)
@@ -101,13 +100,12 @@ def main(argv=None) -> dict:
       "bytes": {"parameters": param_bytes, "stablehlo": len(hlo_bytes), "onnx": len(onnx_bytes)},
       "latency": rows,
   }
-  text = json.dumps(result, indent=1)
-  print(text)
-  if args.json:
-    with open(args.json, "w") as f:
-      f.write(text + "\n")
   return result
 
 
+def main(argv=None) -> int:
+  return report_main(parse_args, lambda args: run(args, argv), argv)
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())
