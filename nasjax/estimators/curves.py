@@ -627,23 +627,30 @@ class EarlyStoppingEstimator:
 
 # ---------------------------------------------------------------------------------------------- training
 def make_epoch_fn(model_fn, variables: dict, cfg, x_train, y_train, x_valid, y_valid, *, mean, std,
-                  seed: int = 0, mesh=None):
+                  seed: int = 0, mesh=None, extra=None, programs: tuple | None = None):
   """``(state, epoch_fn)`` for :func:`early_stopping_trainer` on top of the engine (:mod:`nasjax.training`).
 
   ``variables`` are the starting weights (fresh or inherited); ``cfg`` is a training config
   (:func:`nasjax.estimators.train.short_training_config` has every field) whose ``epochs`` sets the
   learning-rate schedule. ``epoch_fn(state, epoch)`` trains epoch ``epoch`` and returns the validation
   accuracy; a loss that becomes NaN/Inf returns NaN instead of raising.
+
+  ``extra`` is the train state's ``extra`` (the architecture, for a network that takes it as data).
+  ``programs`` is ``(optimizer, train step, eval step)`` for ``model_fn`` and ``cfg`` built once by the
+  caller (:meth:`nasjax.estimators.train.TrainingEstimator.programs`): runs that share them share one
+  compiled program. Without them each call builds, and so compiles, its own.
   """
   from nasjax import data as nasdata  # imported here: the curve fitting itself needs no training stack
-  from nasjax.training import evaluate, init_state, make_eval_step, make_optimizer, make_train_step, run_epochs
+  from nasjax.training import (evaluate, make_eval_step, make_optimizer, make_train_step, run_epochs,
+                               state_from_variables)
 
   mesh = mesh or nasdata.data_mesh()
   batcher = nasdata.Batcher(x_train, np.asarray(y_train, np.int32), cfg.batch_size, seed=seed)
-  tx = make_optimizer(cfg, batcher.steps_per_epoch)
-  state = nasdata.replicate(init_state(lambda _: variables, tx, seed), mesh)
-  train_step = make_train_step(model_fn, tx, cfg, mean, std)
-  eval_step = make_eval_step(model_fn, mean, std)
+  if programs is None:
+    tx = make_optimizer(cfg, batcher.steps_per_epoch)
+    programs = (tx, make_train_step(model_fn, tx, cfg, mean, std), make_eval_step(model_fn, mean, std))
+  tx, train_step, eval_step = programs
+  state = nasdata.replicate(state_from_variables(variables, tx, seed, extra), mesh)
   y_valid = np.asarray(y_valid, np.int32)
 
   def epoch_fn(state, epoch):

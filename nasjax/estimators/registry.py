@@ -388,7 +388,7 @@ def build_estimator(spec: Any, space: Any, dataset: Any, cfg, *, num_candidates:
     return TrainingEstimator(_network_builder(space, dataset, cfg, shared=True), dataset, cfg,
                              mesh=mesh, fidelity_epochs=epochs, robustness=robustness)
   if spec.kind == "early_stopping":
-    return _early_stopping(space, dataset, cfg, mesh, workdir)
+    return _early_stopping(space, dataset, cfg, mesh, workdir, num_candidates)
   if spec.kind == "morphism":
     return _morphism(space, dataset, cfg, mesh, workdir)
   if spec.kind == "weight_sharing":
@@ -462,21 +462,30 @@ def _network_builder(space, dataset, cfg, *, shared: bool) -> Callable[[np.ndarr
   raise NasjaxError(f"nasjax builds no network for space {_space_name(space)!r}")
 
 
-def _early_stopping(space, dataset, cfg, mesh, workdir):
+def _early_stopping(space, dataset, cfg, mesh, workdir, num_candidates=None):
   from nasjax.estimators.curves import EarlyStoppingEstimator, make_epoch_fn
-  from nasjax.estimators.train import estimation_splits
   from nasjax.training import init_key
-  builder = _network_builder(space, dataset, cfg, shared=False)
-  x_tr, y_tr, x_va, y_va = estimation_splits(dataset, cfg)
+  from nasjax.utils.jit import jit_with_options
+  # The train estimator's candidates and programs: where the space has a network that takes the
+  # architecture as data (NB201's switch network, the cell spaces' shared network when the search is long
+  # enough), one compiled train and eval step serve every run, as they do for the train estimator.
+  trainer = (_short_training(space, dataset, cfg, mesh, False, num_candidates, None) if space_family(space) == CELL
+             else TrainingEstimator(_network_builder(space, dataset, cfg, shared=True), dataset, cfg, mesh=mesh))
+  x_tr, y_tr, x_va, y_va = trainer.data
+  shared_init = {}
 
   def make_run(arch, key):
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    model = builder(np.asarray(arch))
-    variables = jax.jit(model.init)(init_key(seed))
+    model = trainer.builder(np.asarray(arch))
+    if model.shared:
+      init = shared_init.setdefault("init", jit_with_options(model.init))
+    else:
+      init = jit_with_options(model.init)
     run_cfg = cfg.copy_and_resolve_references()
     run_cfg.seed = seed
-    return make_epoch_fn(model.model_fn, variables, run_cfg, x_tr, y_tr, x_va, y_va, mean=dataset.mean,
-                         std=dataset.std, seed=seed, mesh=mesh)
+    return make_epoch_fn(model.model_fn, init(init_key(seed)), run_cfg, x_tr, y_tr, x_va, y_va,
+                         mean=dataset.mean, std=dataset.std, seed=seed, mesh=mesh, extra=model.extra,
+                         programs=trainer.programs(model, run_cfg))
 
   estimator = EarlyStoppingEstimator(make_run, cfg.epochs, threshold=cfg.threshold,
                                      min_epochs=cfg.min_epochs or None, check_every=cfg.check_every)

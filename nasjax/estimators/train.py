@@ -192,8 +192,9 @@ class TrainingEstimator:
     self.__dict__.update(state)
     self.mesh = nasdata.data_mesh()
 
-  def _steps(self, model: Model, cfg):
-    """(optimizer, train step, eval step); a shared model keeps one compiled pair per epoch count."""
+  def programs(self, model: Model, cfg):
+    """(optimizer, train step, eval step) of ``model`` trained for ``cfg.epochs``: a shared model keeps one
+    compiled pair per epoch count for every candidate, any other gets new ones (its own compile)."""
     if model.shared and cfg.epochs in self._programs:
       return self._programs[cfg.epochs]
     tx = make_optimizer(cfg, self.steps_per_epoch)
@@ -216,7 +217,7 @@ class TrainingEstimator:
         raise NasjaxError(f"fidelity level {level} outside 0..{len(self.fidelity_epochs) - 1}")
       cfg.epochs = self.fidelity_epochs[level]
     model = self.builder(arch)
-    tx, train_step, eval_step = self._steps(model, cfg)
+    tx, train_step, eval_step = self.programs(model, cfg)
     state = nasdata.replicate(init_state(model.init, tx, cfg.seed, extra=model.extra), self.mesh)
     batcher = nasdata.Batcher(self.data[0], self.data[1], cfg.batch_size, seed=cfg.seed)
     state, history = run_epochs(train_step, None, state, batcher, cfg, self.mesh,

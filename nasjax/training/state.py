@@ -22,8 +22,20 @@ def init_key(seed: int) -> jax.Array:
 
 def init_state(model_init: Callable[[jax.Array], dict], tx, seed: int, extra=None) -> dict:
   """The state at step 0: variables of ``model_init(init_key(seed))``, ``tx``'s state, the loop's key."""
+  return _state(jit_with_options(model_init)(init_key(seed)), tx, seed, extra)
+
+
+def state_from_variables(variables: dict, tx, seed: int, extra=None) -> dict:
+  """The state at step 0 around given ``variables`` (fresh or inherited weights): ``tx``'s state and the
+  loop's key of ``seed``, as :func:`init_state` makes it. Nothing is compiled for the variables themselves,
+  so a search that starts many runs from weights it already holds compiles no program per run. The state
+  holds copies: the train step donates its state, and the caller's weights (a parent network a child
+  inherits from) must outlive it."""
+  return _state(jax.tree.map(jnp.copy, variables), tx, seed, extra)
+
+
+def _state(variables: dict, tx, seed: int, extra) -> dict:
   _, train_key = jax.random.split(jax.random.key(seed))
-  variables = jit_with_options(model_init)(init_key(seed))
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
           "opt_state": tx.init(variables["params"]), "step": jnp.zeros((), jnp.int32),
           "key": jax.random.key_data(train_key), "extra": extra if extra is not None else {}}
