@@ -148,32 +148,28 @@ def tiny_npz(tmp_path_factory, write_tiny_npz):
   return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz", 64, 16)
 
 
-# The CLI test and the library test run the same settings: the second reuses the first's compiled search.
+# One DARTS search on NB201 checks both the library's result (alphas, their arg-max) and the command's
+# files: run twice (library and command line), the same search was compiled once per xdist worker.
 TINY = {"epochs": 2, "channels": 2, "cells_per_stage": 1, "batch_size": 16, "train_subset": 0,
         "eval_batch_size": 64, "crop_padding": 1, "arch_learning_rate": 0.1}
 TINY_CLI = ["--config", "demo"] + [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def test_darts_on_nb201_moves_alphas_and_derives_their_arg_max(tiny_npz):
-  """DARTS on the NB201 supernet (library): the alphas of one cell type move, the cell is their arg-max."""
-  cfg = oneshot.demo_search_config("darts", space="nb201")
-  cfg.update(TINY)
-  result = oneshot.run_search(cfg, NB201Space(), nasdata.load_dataset(tiny_npz), show_progress=False)
-  assert result["finished"] and result["space"] == "nb201"
-  alphas = np.asarray(result["alphas"]["normal"])
-  assert alphas.shape == (6, 5) and set(result["alphas"]) == {"normal"}
-  assert np.abs(alphas - 0.2).max() > 0.02  # moved from the near-uniform start
-  assert result["arch"] == np.argmax(alphas, axis=1).tolist()
-  assert result["genotype"] == NB201Space().to_string(result["arch"])
-
-
-def test_cli_darts_on_nb201_writes_the_result_files(tmp_path, tiny_npz, capsys):
+def test_cli_darts_on_nb201_moves_alphas_derives_their_arg_max_and_writes_the_result_files(tmp_path, tiny_npz,
+                                                                                           capsys):
+  """DARTS on the NB201 supernet: the alphas of one cell type move, the cell is their arg-max, and the
+  command writes its result, plot, log and checkpoints."""
   out = tmp_path / "darts"
   rc = cli.main(["search", "--quiet", "--method", "darts", "--space", "nb201", "--data", tiny_npz, *TINY_CLI,
                  "--out", str(out)])
   assert rc == 0, capsys.readouterr().err
   result = json.loads((out / "result.json").read_text())
-  assert result["space"] == "nb201" and result["method"] == "darts"
+  assert result["space"] == "nb201" and result["method"] == "darts" and result["epochs_run"] == TINY["epochs"]
+  alphas = np.asarray(result["alphas"]["normal"])
+  assert alphas.shape == (6, 5) and set(result["alphas"]) == {"normal"}
+  assert np.abs(alphas - 0.2).max() > 0.02  # moved from the near-uniform start
+  assert result["arch"] == np.argmax(alphas, axis=1).tolist()
+  assert result["genotype"] == NB201Space().to_string(result["arch"])
   assert NB201Space().from_string(result["genotype"]).tolist() == result["arch"]
   assert result["config"]["cells_per_stage"] == 1 and "layers" not in result["config"]
   assert result["plots"] == ["alphas_normal.png"] and "cell_normal.png" in result["plots_skipped"]
