@@ -155,8 +155,7 @@ TINY = {"epochs": 2, "channels": 2, "cells_per_stage": 1, "batch_size": 16, "tra
 TINY_CLI = ["--config", "demo"] + [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def test_cli_darts_on_nb201_moves_alphas_derives_their_arg_max_and_writes_the_result_files(tmp_path, tiny_npz,
-                                                                                           capsys):
+def test_cli_darts_on_nb201_moves_alphas_and_writes_the_results(tmp_path, tiny_npz, capsys):
   """DARTS on the NB201 supernet: the alphas of one cell type move, the cell is their arg-max, and the
   command writes its result, plot, log and checkpoints."""
   out = tmp_path / "darts"
