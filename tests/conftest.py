@@ -163,7 +163,7 @@ LONG_TESTS = (
     "test_distributed.py::test_two_process_job_survives_a_first_collective_skew_over_30_s",  # 40 s asleep
     "test_nn.py::test_scanned_edges_equal_unrolled_edges_with_their_gradients",  # ~37
     "test_nn.py::test_scanned_cell_pairs_equal_separate_cells_with_their_gradients",  # ~26
-    "test_nb201_oneshot.py::test_darts_on_nb201_moves_alphas_and_derives_their_arg_max",  # ~25
+    "test_nb201_oneshot.py::test_cli_darts_on_nb201_moves_alphas_and_writes_the_results",  # ~24
     "test_cell_network.py::test_one_compiled_program_for_every_architecture",  # ~23 (the module's step)
     "test_crash_safety.py::test_retraining_resumes_exactly_from_a_checkpoint_inside_an_epoch",  # ~22
     "test_export.py::test_transfer_trains_the_stacked_imagenet_network_and_info_counts_it",  # ~20 (trains)
