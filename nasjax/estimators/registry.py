@@ -466,11 +466,12 @@ def _early_stopping(space, dataset, cfg, mesh, workdir, num_candidates=None):
   from nasjax.estimators.curves import EarlyStoppingEstimator, make_epoch_fn
   from nasjax.training import init_key
   from nasjax.utils.jit import jit_with_options
-  # The train estimator's candidates and programs: where the space has a network that takes the
-  # architecture as data (NB201's switch network, the cell spaces' shared network when the search is long
-  # enough), one compiled train and eval step serve every run, as they do for the train estimator.
+  # The training engine's candidates and programs. A cell space takes the train estimator's choice: the
+  # shared network (one compiled train and eval step for every run) when the search is long enough to
+  # pay for it. NB201 candidates train as stand-alone networks: its switch network's step costs several
+  # stand-alone steps on a CPU (many small conditionals), more than a compile saves over a run of epochs.
   trainer = (_short_training(space, dataset, cfg, mesh, False, num_candidates, None) if space_family(space) == CELL
-             else TrainingEstimator(_network_builder(space, dataset, cfg, shared=True), dataset, cfg, mesh=mesh))
+             else TrainingEstimator(_network_builder(space, dataset, cfg, shared=False), dataset, cfg, mesh=mesh))
   x_tr, y_tr, x_va, y_va = trainer.data
   shared_init = {}
 
