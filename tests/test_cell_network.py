@@ -14,7 +14,7 @@ from nasjax.nn.network import Network
 from nasjax.nn.ops import OpConfig, make_op
 from nasjax.nn.supernet import reduction_layers
 
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 CHANNELS, LAYERS, CLASSES = 4, 3, 3
 X = jax.random.normal(jax.random.key(5), (4, 8, 8, 1))
