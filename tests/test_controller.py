@@ -189,6 +189,32 @@ def _device_search_program(shared_heads: bool, seeds: int = 4, budget: int = 50)
   return make_device_search(strategy, lambda a, k: {"accuracy": true_fitness(a[None])[0]}, budget, keys), keys
 
 
+@pytest.mark.parametrize("name", ["nb201", "enas_micro", "enas_macro"])
+def test_rollouts_trace_only_the_decision_kinds_of_the_space_with_the_general_values(name):
+  """NB201 (choices only), ENAS micro (no skip bits) and ENAS macro (no pointers): the rollout leaves out
+  the attention and anchors no decision reads, so its program is smaller, and samples, greedy choices
+  and teacher-forced log-probabilities are bitwise those of the program that traces every kind."""
+  space = get_space(name, **SPACES[name])
+  special = Policy(space, lstm_size=8, shared_heads=name != "nb201")
+  general = Policy(space, lstm_size=8, shared_heads=name != "nb201")
+  general._has_pointer = general._has_skip = general._has_anchors = True
+  params = special.init(jax.random.key(0))
+  key = jax.random.key(1)
+
+  def outputs(policy):
+    rollout = policy.sample(params, key)
+    again = policy.evaluate(params, rollout.arch)
+    return rollout, again, policy.most_likely(params)
+
+  for got, want in zip(jax.tree.leaves(jax.jit(lambda: outputs(special))()),
+                       jax.tree.leaves(jax.jit(lambda: outputs(general))())):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+  def size(policy):
+    return len(str(jax.make_jaxpr(lambda k: policy.sample(params, k))(key)).splitlines())
+  assert size(special) < size(general)
+
+
 @pytest.mark.parametrize("shared_heads", [True, False])
 def test_vmapped_search_has_no_lapack_call(shared_heads):
   """The seeds-vmapped search program calls no LAPACK kernel. jaxlib 0.10's CPU LAPACK kernels split a

@@ -98,6 +98,12 @@ class Policy:
     # on pieces queued behind them and the search never returns (4 seeds x 50 queries on two cores). No QR,
     # no deadlock; see tests/test_controller.py::test_vmapped_search_has_no_lapack_call.
     self._lstm = nn.OptimizedLSTMCell(lstm_size, recurrent_kernel_init=_enas_uniform)
+    # Kinds of decision the space has: a rollout traces the attention of pointers and skip bits, and the
+    # anchors' bookkeeping, only where some decision reads them (NB201 has choices only), so its program
+    # is smaller and compiles faster; the values are those of the general program.
+    self._has_pointer = bool(np.any(self.layout.kind == POINTER))
+    self._has_skip = bool(np.any(self.layout.kind == SKIP))
+    self._has_anchors = self._has_pointer or self._has_skip or bool(np.any(self.layout.anchor_write >= 0))
 
   # ------------------------------------------------------------------------------------------ params
   def init(self, key) -> dict:
@@ -126,16 +132,18 @@ class Policy:
     choice = h @ params["head_w"][head] + params["head_b"][head]
     attend = lambda keys, query: jnp.tanh(keys @ params["w_key"] + query @ params["w_query"]) @ params["v"]  # noqa: E731
     base = jnp.asarray(lay.key_base)[d]
-    candidates = anchors[jnp.clip(base + jnp.arange(width), 0, lay.num_anchors - 1)]
-    pointer = attend(candidates, h)
-    # NAS-RL's anchor point: P(layer j feeds layer i) = sigmoid(v . tanh(W_prev h_j + W_curr h_i)), h_i the
-    # controller's current hidden state.
-    skip_score = attend(anchors[base], h)
-    skip = jnp.zeros((width,)).at[1].set(skip_score)
     # Every decision has a learned prior over its values (the softmax head's bias), so decisions that share
     # the attention weights (all skip bits, all of a cell's inputs) can still settle on different values.
     bias = params["head_b"][head]
-    logits = jnp.where(kind == CHOICE, choice, jnp.where(kind == POINTER, pointer + bias, skip + bias))
+    logits = choice
+    if self._has_skip:
+      # NAS-RL's anchor point: P(layer j feeds layer i) = sigmoid(v . tanh(W_prev h_j + W_curr h_i)), h_i
+      # the controller's current hidden state.
+      skip = jnp.zeros((width,)).at[1].set(attend(anchors[base], h))
+      logits = jnp.where(kind == SKIP, skip + bias, logits)
+    if self._has_pointer:
+      candidates = anchors[jnp.clip(base + jnp.arange(width), 0, lay.num_anchors - 1)]
+      logits = jnp.where(kind == POINTER, attend(candidates, h) + bias, logits)
     if self.temperature is not None:
       logits = logits / self.temperature
     if self.tanh_constant is not None:
@@ -166,14 +174,19 @@ class Policy:
     entropy = -jnp.sum(jnp.exp(logp) * logp)
     kind = jnp.asarray(lay.kind)[d]
     group = jnp.asarray(lay.group)[d]
-    p_skip = jnp.exp(logp[1])
-    q = self.skip_target
-    kl = p_skip * jnp.log(p_skip / q + 1e-12) + (1 - p_skip) * jnp.log((1 - p_skip) / (1 - q) + 1e-12)
-    kl = jnp.where(kind == SKIP, kl, 0.0)
-    pointed = anchors[jnp.clip(jnp.asarray(lay.key_base)[d] + value, 0, lay.num_anchors - 1)]
-    x = jnp.where(kind == POINTER, pointed, params["embedding"][group, value])
-    write = jnp.asarray(lay.anchor_write)[d]
-    anchors = jnp.where((write >= 0) & (jnp.arange(lay.num_anchors) == write)[:, None], h[None], anchors)
+    kl = jnp.zeros((), logp.dtype)
+    if self._has_skip:
+      p_skip = jnp.exp(logp[1])
+      q = self.skip_target
+      kl = p_skip * jnp.log(p_skip / q + 1e-12) + (1 - p_skip) * jnp.log((1 - p_skip) / (1 - q) + 1e-12)
+      kl = jnp.where(kind == SKIP, kl, 0.0)
+    x = params["embedding"][group, value]
+    if self._has_pointer:
+      pointed = anchors[jnp.clip(jnp.asarray(lay.key_base)[d] + value, 0, lay.num_anchors - 1)]
+      x = jnp.where(kind == POINTER, pointed, x)
+    if self._has_anchors:
+      write = jnp.asarray(lay.anchor_write)[d]
+      anchors = jnp.where((write >= 0) & (jnp.arange(lay.num_anchors) == write)[:, None], h[None], anchors)
     arch = arch.at[d].set(value)
     return (lstm_carry, x, anchors, arch), (d, logp[value], entropy, kl)
 
@@ -205,6 +218,16 @@ class Policy:
 
   def most_likely(self, params) -> jax.Array:
     return self._rollout(params, lambda logits, d: jnp.argmax(logits)).arch
+
+  def draw(self, params, key, greedy) -> jax.Array:
+    """``sample(params, key).arch``, or ``most_likely(params)`` where the (traced) flag ``greedy`` is set.
+
+    One jitted ``draw`` serves a driver that wants both (ENAS' per-epoch record and its derive step)
+    with one compiled program instead of two; the architectures are those of the two methods."""
+    keys = jax.random.split(key, self.layout.num_decisions)
+    greedy = jnp.asarray(greedy, bool)
+    return self._rollout(params, lambda logits, d: jnp.where(greedy, jnp.argmax(logits),
+                                                             jax.random.categorical(keys[d], logits))).arch
 
 
 def controller(space, learning_rate: float = 0.0035, batch_size: int = 10, lstm_size: int = 64,
