@@ -28,7 +28,7 @@ from nasjax.spaces.cells import CellSpace
 
 # Cheap ops keep compile times of the tiny supernets in seconds; the DARTS ops are covered by test_nn.
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 TINY_SPACE = CellSpace("tiny", ("skip_connect", "conv_1x1"), 2, True)
 
 
