@@ -19,7 +19,7 @@ from nasjax.spaces import get_space
 SPACES = {"nb201": {}, "enas_micro": {"num_nodes": 3}, "enas_macro": {"num_layers": 4}}
 # Values are under test (which parameters a step moves, bitwise resumes), not speed: XLA's optimisation
 # passes are off in this module (conftest.py); the search step's compile was most of its ~86 CPU s.
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 def _config(space_name):
