@@ -12,7 +12,7 @@ import pytest
 from nasjax import cli
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 @pytest.fixture(scope="module")
