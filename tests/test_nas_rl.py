@@ -18,6 +18,10 @@ from nasjax.nn.count import count_macs
 from nasjax.spaces import SPACE_NAMES, MacroSpace, get_space, nas_rl_space, nas_rl_strided_space
 from nasjax.strategies.controller_layout import CHOICE, SKIP, controller_layout
 
+# Values and files are under test, not speed: XLA's optimisation passes and its newer CPU fusion emitters are
+# off in this module (conftest.py: fastest_compiles).
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
+
 SPLIT = nas_rl_space(3, with_strides=True)
 MIXED = MacroSpace(3, kernel_sizes=(1, 3), filters=(4, 8), strides=(1, 2), split_strides=True)
 
