@@ -20,7 +20,7 @@ from nasjax.nn.enas_macro_network import EnasMacroNetwork, pool_layers
 from nasjax.spaces import ENAS_MACRO_OPS, EnasMacroSpace, NB201Space
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 SPACE = EnasMacroSpace(3)
 NET = EnasMacroNetwork.for_space(SPACE, channels=8, num_classes=5)
