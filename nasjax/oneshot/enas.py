@@ -66,7 +66,7 @@ def enas_config(space: str = "enas_micro") -> ml_collections.ConfigDict:
       controller_entropy_weight=1e-4, controller_baseline_decay=0.99, controller_skip_target=0.4,
       controller_skip_weight=0.0, controller_shared_heads=True,
       derive_samples=100, derive_batches=2, valid_fraction=0.1, train_subset=0, seed=2,
-      checkpoint_every_steps=0, keep_checkpoints=2, cells_per_stage=5))
+      checkpoint_every_steps=0, keep_checkpoints=2, cells_per_stage=5, dw_impl="auto"))
   if space == "enas_macro":
     cfg.update(epochs=310, batch_size=128, channels=36, weight_decay=2.5e-4, controller_steps=50,
                controller_batch=20)
@@ -90,12 +90,18 @@ def shared_network(space, cfg, num_classes: int):
     from nasjax.nn.nb201_network import NB201Network  # noqa: PLC0415
     return NB201Network(channels=cfg.channels, cells_per_stage=int(cfg.cells_per_stage), num_classes=num_classes,
                         affine=False)
+  from nasjax.nn.ops import Impl  # noqa: PLC0415
+  # How depthwise convolutions are written (nasjax.nn.ops.Impl): the same function of the same parameters;
+  # "dense" (block-diagonal) compiles faster on CPU than the "auto" choice inside the scanned slots.
+  depthwise = cfg.get("dw_impl", "auto")
   if isinstance(space, EnasMacroSpace):
     from nasjax.nn.enas_macro_network import EnasMacroNetwork  # noqa: PLC0415
-    return EnasMacroNetwork.for_space(space, channels=cfg.channels, num_classes=num_classes)
+    return EnasMacroNetwork.for_space(space, channels=cfg.channels, num_classes=num_classes,
+                                      impl=Impl(conv="xla", depthwise=depthwise))
   if isinstance(space, CellSpace):
     from nasjax.nn.cell_network import SharedCellNetwork  # noqa: PLC0415
-    return SharedCellNetwork.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes)
+    return SharedCellNetwork.for_space(space, channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
+                                       impl=Impl(depthwise=depthwise))
   raise NasjaxError(f"--method enas runs on enas_micro, enas_macro, darts, nasnet and nb201; got "
                     f"{getattr(space, 'name', space)!r} (NAS-RL's space: --method nasrl --space nas_rl)")
 
@@ -109,6 +115,9 @@ def check_config(cfg) -> None:
       raise NasjaxError(f"enas: {key} must be a positive integer; got {value!r}")
   if not 0.0 < float(cfg.valid_fraction) < 1.0:
     raise NasjaxError(f"enas: valid_fraction must be in (0, 1); got {cfg.valid_fraction!r}")
+  from nasjax.nn.ops import DEPTHWISE_IMPLS  # noqa: PLC0415
+  if cfg.get("dw_impl", "auto") not in DEPTHWISE_IMPLS:
+    raise NasjaxError(f"enas: dw_impl must be one of {', '.join(DEPTHWISE_IMPLS)}; got {cfg.get('dw_impl')!r}")
 
 
 class EnasSearch:
@@ -125,7 +134,11 @@ class EnasSearch:
     self.mesh = mesh or nasdata.data_mesh()
     self.schedule = cosine_schedule(cfg, cfg.epochs * shared_steps)
     self.step = jit_with_options(self._step, donate_argnums=(0,))
-    self.score = jax.jit(self._score)
+    # Deriving and the per-epoch record run one architecture on one batch at a time, so one compiled
+    # program of each kind serves every count of samples and batches (a program over all of them
+    # compiled anew for each count: the per-epoch record's one sample, then derive_samples).
+    self._batch_accuracy = jax.jit(self._accuracy)
+    self._draw = jax.jit(self.policy.draw)
 
   def init_state(self, seed: int) -> dict:
     controller_key, loop_key, arch_key = jax.random.split(jax.random.key(seed), 3)
@@ -135,7 +148,8 @@ class EnasSearch:
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
             "weight_opt": {"momentum": jax.tree.map(jnp.zeros_like, variables["params"]),
                            "count": jnp.zeros((), jnp.int32)},
-            "controller": self.controller.init(controller_key), "step": jnp.zeros((), jnp.int32),
+            # One program for the controller's dozen initialisers (op by op, each shape compiles its own)
+            "controller": jax.jit(self.controller.init)(controller_key), "step": jnp.zeros((), jnp.int32),
             "key": jax.random.key_data(loop_key)}
 
   def _accuracy(self, params, batch_stats, arch, x, y):
@@ -199,12 +213,22 @@ class EnasSearch:
     momentum = jax.tree.map(lambda _, pair: pair[1], params, pairs)
     return new_params, {"momentum": momentum, "count": opt["count"] + 1}
 
-  def _score(self, params, batch_stats, archs, images, labels):
-    """Mean accuracy of each of ``archs`` over the stacked normalised batches ``images[K, B, ...]``."""
-    def one(arch):
-      accs = lax.map(lambda b: self._accuracy(params, batch_stats, arch, b[0], b[1]), (images, labels))
-      return jnp.mean(accs)
-    return lax.map(one, archs)
+  def score(self, params, batch_stats, archs, images, labels) -> np.ndarray:
+    """float32[N]: mean accuracy of each of ``archs[N]`` over the stacked normalised batches
+    ``images[K, B, ...]``, ``labels[K, B]``."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    accs = [[self._batch_accuracy(params, batch_stats, arch, x, y) for x, y in zip(images, labels)]
+            for arch in np.asarray(archs)]
+    return np.asarray(accs, np.float32).reshape(len(accs), len(images)).mean(axis=1)
+
+  def sample_archs(self, controller_params, key, num_samples: int) -> np.ndarray:
+    """int32[num_samples, D]: the architectures ``policy.sample`` draws with ``split(key, num_samples)``."""
+    params = to_host(controller_params)
+    return np.stack([np.asarray(self._draw(params, k, False)) for k in jax.random.split(key, num_samples)])
+
+  def most_likely(self, controller_params) -> np.ndarray:
+    """int32[D]: ``policy.most_likely``, by the program that samples (the key is not read)."""
+    return np.asarray(self._draw(to_host(controller_params), jax.random.key(0), True))
 
   def derive(self, state, xv, yv, num_samples: int, num_batches: int, key) -> list[dict]:
     """Samples ``num_samples`` architectures from the controller, scores each with the shared weights on
@@ -216,11 +240,9 @@ class EnasSearch:
     images = nasdata.normalize(jnp.asarray(xv[:n * b], jnp.float32), self.mean, self.std)
     images = images.reshape(n, b, *images.shape[1:])
     labels = jnp.asarray(yv[:n * b], jnp.int32).reshape(n, b)
-    params = to_host(state["controller"]["params"])
-    archs = jax.vmap(lambda k: self.policy.sample(params, k).arch)(jax.random.split(key, num_samples))
-    scores = np.asarray(self.score(state["params"], state["batch_stats"], archs, images, labels))
+    archs = self.sample_archs(state["controller"]["params"], key, num_samples)
+    scores = self.score(state["params"], state["batch_stats"], archs, images, labels)
     order = np.argsort(-scores, kind="stable")
-    archs = np.asarray(archs)
     return [{"arch": [int(v) for v in archs[i]], "genotype": self.space.to_string(archs[i]),
              "valid_accuracy": float(scores[i])} for i in order]
 
@@ -274,7 +296,7 @@ def run_enas(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = None
   def end_epoch(state, info: EpochEnd, history):
     shared_n = max(info.sums.get("shared_steps", 0.0), 1.0)
     control_n = max(info.sums.get("controller_steps", 0.0), 1.0)
-    most_likely = np.asarray(search.policy.most_likely(to_host(state["controller"]["params"])))
+    most_likely = search.most_likely(state["controller"]["params"])
     record: dict[str, Any] = {
         "epoch": info.epoch + 1, "seconds": info.seconds,
         "learning_rate": float(search.schedule(info.epoch * shared_steps)),
