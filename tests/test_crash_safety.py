@@ -25,13 +25,15 @@ from nasjax.spaces import get_genotype
 
 
 def tiny_train_config(**changes):
+  # One cell (drop-path, BatchNorm, the optimizer's state): a resume is exact or not whatever the depth,
+  # and each cell is compiled code. test_train_cli's resume test trains the same network (a shared compile).
   cfg = train.demo_config()
-  cfg.update(epochs=2, channels=4, layers=3, batch_size=16, eval_batch_size=16, drop_path=0.1, cutout=0)
+  cfg.update(epochs=2, channels=4, layers=1, batch_size=16, eval_batch_size=16, drop_path=0.1, cutout=0)
   cfg.update(**changes)
   return cfg
 
 
-@pytest.mark.usefixtures("fast_compiles_for_test")
+@pytest.mark.usefixtures("fastest_compiles_for_test")
 def test_retraining_resumes_exactly_from_a_checkpoint_inside_an_epoch(tmp_path, tiny_dataset, capsys):
   cfg = tiny_train_config(checkpoint_every_steps=2)  # 96 images, batch 16: 6 steps an epoch
   genotype = get_genotype("DARTS_V2")
