@@ -12,7 +12,7 @@ from nasjax import NasjaxError, cli, train, train_macro
 from nasjax.nn.count import count_params
 from nasjax.nn.enas_macro_network import EnasMacroNetwork
 
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 ENAS_ARCH = "conv_3x3|sep_conv_5x5<-0|max_pool_3x3<-0,1"  # 3 layers: reductions after layers 0 and 1
 ENAS_ARCH_4 = ENAS_ARCH + "|conv_5x5<-1"
