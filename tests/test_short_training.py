@@ -12,7 +12,7 @@ from nasjax.estimators.train import ShortTrainingEstimator, short_training_confi
 from nasjax.spaces import darts_space
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 def _estimator(**kwargs):
