@@ -54,3 +54,16 @@ def test_sampled_greedy_and_scored_values_are_the_batched_ones(search_and_state,
                                                     images[j], labels[j])) for j in range(2)]) for a in archs]
   np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-6)
   assert scores.dtype == np.float32 and scores.shape == (6,)
+
+
+def test_depthwise_setting_reaches_the_shared_network_and_a_bad_one_is_refused():
+  from nasjax.errors import NasjaxError
+  from nasjax.oneshot.enas import check_config, enas_config, shared_network
+  cfg = enas_config("enas_micro")
+  assert cfg.dw_impl == "auto"
+  cfg.update(dw_impl="dense")
+  assert shared_network(get_space("enas_micro"), cfg, 10).impl.depthwise == "dense"
+  assert shared_network(get_space("enas_macro"), cfg, 10).impl.depthwise == "dense"
+  cfg.update(dw_impl="winograd")
+  with pytest.raises(NasjaxError, match="dw_impl must be one of"):
+    check_config(cfg)
