@@ -15,7 +15,7 @@ from nasjax.nn.nb201_network import NB201Cell, NB201Network
 from nasjax.spaces import NB201_OPS, NB201Space
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 ARCH = np.array([3, 0, 1, 2, 4, 3], np.int32)  # every op, 'none' included
 
