@@ -32,7 +32,7 @@ BENCHMARK_PARAMS = {
 
 
 # Values, not speed, are under test: XLA's optimisation passes dominate CPU compile times here.
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 # ------------------------------------------------------------------------------------- NB201 network
