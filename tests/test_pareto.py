@@ -17,7 +17,7 @@ from nasjax.strategies import pareto
 from nasjax.strategies.nsga2 import nsga2
 from nasjax.strategies.scalarized import scalarized
 
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 NB201 = spaces.get_space("nb201")
 
 
