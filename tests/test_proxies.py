@@ -248,3 +248,58 @@ def test_synflow_ranks_nb201_archs_like_the_benchmark(nb201_table):
 
 def test_registry_lists_every_proxy():
   assert set(proxies.PROXIES) == {"synflow", "grad_norm", "snip", "jacob_cov", "naswot"}
+
+
+def test_draw_variables_has_inits_structure_and_distributions():
+  from nasjax.nn.init import draw_variables
+  net = NB201Network(channels=4, cells_per_stage=1, num_classes=5)
+  x, arch = jnp.zeros((1, 8, 8, 3)), jnp.array([3, 2, 4, 1, 3, 0], jnp.int32)
+  want = jax.eval_shape(lambda k: net.init(k, x, arch, train=False), jax.random.key(0))
+  draw = jax.jit(jax.vmap(lambda k: draw_variables(net, k, x, arch, train=False)))
+  got = draw(jax.random.split(jax.random.key(1), 2))
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for (path, leaf), (_, shape) in zip(jax.tree_util.tree_leaves_with_path(got),
+                                      jax.tree_util.tree_leaves_with_path(want)):
+    assert leaf.shape[1:] == shape.shape and leaf.dtype == shape.dtype
+    name = path[-1].key
+    if name in ("scale", "var"):
+      np.testing.assert_array_equal(leaf, 1.0)
+    elif name in ("bias", "mean"):
+      np.testing.assert_array_equal(leaf, 0.0)
+  # LeCun normal: every kernel scaled by sqrt(fan_in) is one truncated standard normal of variance 1.
+  scaled = [np.asarray(k[0]).ravel() * np.sqrt(np.prod(k.shape[1:-1]))
+            for k in proxies._selected(got["params"], proxies.is_weight)]
+  pooled = np.concatenate(scaled)
+  assert pooled.size > 3000 and abs(pooled.std() - 1.0) < 0.05 and abs(pooled.mean()) < 0.05
+  assert np.abs(pooled).max() <= 2.0 / 0.87962566103423978 + 1e-5
+  first_kernel = proxies._selected(got["params"], proxies.is_weight)[0]
+  assert not np.allclose(first_kernel[0], first_kernel[1])  # the key decides the values
+  one = jax.jit(lambda k: draw_variables(net, k, x, arch, train=False))(jax.random.split(jax.random.key(1), 2)[1])
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b[1])
+
+
+@pytest.mark.slow  # two compilations of the estimator network (all five proxies, then each alone)
+def test_proxy_estimator_with_every_proxy_equals_each_proxy_alone(tiny_batch):
+  # The estimator shares one forward pass among grad_norm, snip and jacob_cov and batches synflow's
+  # probes; each public proxy computes its own.
+  from nasjax.nn.init import draw_variables
+  space, arch, key = NB201Space(), jnp.array([3, 2, 4, 1, 3, 3], jnp.int32), jax.random.key(5)
+  names = tuple(proxies.PROXIES)
+  got = proxy_estimator(space, names, tiny_batch, **TINY)(arch, key)
+  net = NB201Network(**TINY)
+
+  @jax.jit
+  def alone(arch, key):
+    variables = draw_variables(net, key, tiny_batch[0][:1], arch, train=False)
+    out = {}
+    for n in names:
+      fn, params = as_apply_fn(net, variables, arch, train=n != "synflow")
+      out[n] = (synflow(fn, params, tiny_batch, log=True) if n == "synflow"
+                else proxies.PROXIES[n](fn, params, tiny_batch))
+    return out
+
+  want = alone(arch, key)
+  for n in names:
+    np.testing.assert_allclose(got[n], want[n], rtol=2e-5, err_msg=n)
+  assert float(got["score"]) == float(got[names[0]])

@@ -49,6 +49,7 @@ from jax.extend import core as jex_core
 from nasjax.errors import NasjaxError
 from nasjax.estimators.base import as_estimator
 from nasjax.nn.enas_macro_network import EnasMacroNetwork
+from nasjax.nn.init import draw_variables
 from nasjax.nn.nb201_network import NB201Network
 from nasjax.spaces.enas_macro import EnasMacroSpace
 from nasjax.spaces.nb201 import NB201_EDGES, NB201Space
@@ -109,34 +110,46 @@ def _selected(tree, weights: Callable) -> list[jax.Array]:
   return [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree) if weights(path)]
 
 
+def _mean_cross_entropy(logits, y):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
 def _loss_grads(apply_fn, params, batch):
   x, y = _split_batch(batch, need_labels=True)
+  return jax.grad(lambda p: _mean_cross_entropy(apply_fn(p, x), y))(params)
 
-  def loss(p):
-    return optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, x), y).mean()
 
-  return jax.grad(loss)(params)
+def _grad_norm_of(grads, weights: Callable) -> jax.Array:
+  return sum((jnp.sqrt(jnp.sum(jnp.square(g))) for g in _selected(grads, weights)), jnp.float32(0))
+
+
+def _snip_of(params, grads, weights: Callable) -> jax.Array:
+  terms = zip(_selected(params, weights), _selected(grads, weights))
+  return sum((jnp.sum(jnp.abs(w * g)) for w, g in terms), jnp.float32(0))
+
+
+def _jacob_cov_of(jacobian, k: float) -> jax.Array:
+  eig = jnp.linalg.eigvalsh(correlation(jacobian))
+  return -jnp.sum(jnp.log(eig + k) + 1.0 / (eig + k))
 
 
 # ---------------------------------------------------------------------------------------------- proxies
 def grad_norm(apply_fn: ApplyFn, params, batch, *, weights: Callable = is_weight) -> jax.Array:
   """Sum over weight tensors of ``||dL/dW||_2`` (mean cross-entropy over the batch)."""
-  grads = _loss_grads(apply_fn, params, batch)
-  return sum((jnp.sqrt(jnp.sum(jnp.square(g))) for g in _selected(grads, weights)), jnp.float32(0))
+  return _grad_norm_of(_loss_grads(apply_fn, params, batch), weights)
 
 
 def snip(apply_fn: ApplyFn, params, batch, *, weights: Callable = is_weight) -> jax.Array:
   """Sum of SNIP's connection sensitivities ``|W * dL/dW|`` over the weights."""
-  grads = _loss_grads(apply_fn, params, batch)
-  terms = zip(_selected(params, weights), _selected(grads, weights))
-  return sum((jnp.sum(jnp.abs(w * g)) for w, g in terms), jnp.float32(0))
+  return _snip_of(params, _loss_grads(apply_fn, params, batch), weights)
 
 
 def synflow(apply_fn: ApplyFn, params, batch, *, weights: Callable = is_weight, log: bool = False,
             rescale: bool = True, dtype=None) -> jax.Array:
   """SynFlow score, or its natural log with ``log=True`` (finite where the score overflows).
 
-  ``apply_fn`` must run BN in evaluation mode. ``dtype`` defaults to float64 when ``jax_enable_x64``
+  ``apply_fn`` must run BN in evaluation mode and treat a batch's examples independently (the rescaling's
+  three probes run as one batch of three). ``dtype`` defaults to float64 when ``jax_enable_x64``
   is on, else float32; ``rescale`` is the exact power-of-two rescaling of the module docstring. A
   network whose output does not depend on its parameters (e.g. every NB201 edge ``none``) scores 0
   (log: -inf).
@@ -155,9 +168,14 @@ def synflow(apply_fn: ApplyFn, params, batch, *, weights: Callable = is_weight, 
   if rescale:
     # Probe R at tiny inputs: R is linear in the input, so log2 R follows without overflow. The least
     # extreme probe that stays finite wins (the smallest inputs risk underflow in shrinking layers).
+    # One forward pass of a batch of the three probes: a third of the program of three passes.
+    probes = (120, 72, 24)
+    scales = jnp.asarray([2.0 ** -p for p in probes], dtype).reshape((len(probes),) + (1,) * (x.ndim - 1))
+    totals = jnp.sum(apply_fn(abs_params, jnp.ones((len(probes),) + x.shape[1:], dtype) * scales)
+                     .reshape(len(probes), -1), axis=1)
     log2_r = jnp.zeros((), dtype)
-    for probe in (120, 72, 24):
-      estimate = jnp.log2(total(abs_params, jnp.asarray(2.0 ** -probe, dtype))) + probe
+    for i, probe in enumerate(probes):
+      estimate = jnp.log2(totals[i]) + probe
       log2_r = jnp.where(jnp.isfinite(estimate), estimate, log2_r)
     in_exp = jnp.floor(log2_r / 2)
     out_exp = jnp.floor(log2_r) - in_exp
@@ -189,8 +207,7 @@ def jacob_cov(apply_fn: ApplyFn, params, batch, *, k: float = JACOB_COV_K) -> ja
   """Mellor et al. (2020, v1): ``-sum(log(l + k) + 1/(l + k))`` over eigenvalues of the Jacobian
   correlation matrix; NaN (a failed evaluation) when an example's Jacobian is constant."""
   x, _ = _split_batch(batch, need_labels=False)
-  eig = jnp.linalg.eigvalsh(correlation(input_jacobian(apply_fn, params, x)))
-  return -jnp.sum(jnp.log(eig + k) + 1.0 / (eig + k))
+  return _jacob_cov_of(input_jacobian(apply_fn, params, x), k)
 
 
 def naswot(apply_fn: ApplyFn, params, batch) -> jax.Array:
@@ -324,6 +341,26 @@ def _scan(eqn, invals, tap, acc):
   return [*final, *ys], acc
 
 
+def _train_mode_scores(apply_fn, params, x, y, names) -> dict:
+  """grad_norm, snip and jacob_cov among ``names`` from one forward pass: the loss gradient and the input
+  Jacobian are two pullbacks of the same linearisation (each proxy alone traces its own forward pass)."""
+  wanted = [n for n in ("grad_norm", "snip", "jacob_cov") if n in names]
+  if not wanted:
+    return {}
+  logits, pullback = jax.vjp(apply_fn, params, x)
+  scores = {}
+  if "grad_norm" in wanted or "snip" in wanted:
+    grads = pullback(jax.grad(_mean_cross_entropy)(logits, y))[0]
+    if "grad_norm" in wanted:
+      scores["grad_norm"] = _grad_norm_of(grads, is_weight)
+    if "snip" in wanted:
+      scores["snip"] = _snip_of(params, grads, is_weight)
+  if "jacob_cov" in wanted:
+    jacobian = pullback(jnp.ones_like(logits))[1].reshape(x.shape[0], -1)
+    scores["jacob_cov"] = _jacob_cov_of(jacobian, JACOB_COV_K)
+  return scores
+
+
 PROXIES: dict[str, Callable] = {
     "synflow": synflow,
     "grad_norm": grad_norm,
@@ -340,12 +377,14 @@ def proxy_estimator(space, name: str | Sequence[str], batch, *, channels: int = 
   ``NB201Network`` (``EnasMacroNetwork``) initialised with ``key`` and scored by the proxy ``name`` on
   ``batch = (x, y)``.
 
-  The returned function is jitted; ``jax.vmap`` over ``(archs[P, 6], keys[P])`` scores a population in
+  The network's variables are drawn from ``key`` with the distributions of its initialisers
+  (:func:`nasjax.nn.init.draw_variables`). The returned function is jitted; ``jax.vmap`` over ``(archs[P, 6], keys[P])`` scores a population in
   one compiled program. BN runs in training mode (batch statistics), except for ``synflow``, which runs
   it in evaluation mode and reports the natural log of the score (same ranking, no overflow). With
-  several names, ``"score"`` is the first and every proxy is reported under its own name too.
-  ``vmap`` equals a loop for the default (threefry) keys; JAX's "rbg" keys draw different bits when
-  batched, so with them a population's scores depend on how it was batched.
+  several names, ``"score"`` is the first and every proxy is reported under its own name too;
+  ``grad_norm``, ``snip`` and ``jacob_cov`` then share one forward pass. ``vmap`` equals a loop for the
+  default (threefry) keys; JAX's "rbg" keys draw different bits when batched, so with them a
+  population's scores depend on how it was batched.
 
   Args:
     space: an ``NB201Space`` or an ``EnasMacroSpace``.
@@ -383,16 +422,17 @@ def proxy_estimator(space, name: str | Sequence[str], batch, *, channels: int = 
     arch = jnp.asarray(arch, jnp.int32)
     if arch.shape != arch_shape:
       raise NasjaxError(f"a {space.name} architecture has shape {arch_shape}; got {arch.shape}")
-    # One example suffices to create the variables; the proxies run on the whole batch.
-    variables = network.init(key, x[:1], arch, train=False)
+    # One example suffices to create the variables; the proxies run on the whole batch. One draw for
+    # all kernels: a random initialiser per parameter was most of this program's compile time.
+    variables = draw_variables(network, key, x[:1], arch, train=False)
     scores = {}
-    for n in names:
-      if n == "synflow":
-        fn, params = as_apply_fn(network, variables, arch, train=False)
-        scores[n] = synflow(fn, params, (x, y), log=True)
-      else:
-        fn, params = as_apply_fn(network, variables, arch, train=True)
-        scores[n] = PROXIES[n](fn, params, (x, y))
+    if "synflow" in names:
+      fn, params = as_apply_fn(network, variables, arch, train=False)
+      scores["synflow"] = synflow(fn, params, (x, y), log=True)
+    fn, params = as_apply_fn(network, variables, arch, train=True)
+    scores.update(_train_mode_scores(fn, params, x, y, names))
+    if "naswot" in names:
+      scores["naswot"] = naswot(fn, params, (x, y))
     metrics = {"score": scores[names[0]]}
     if len(names) > 1:
       metrics.update(scores)

@@ -13,6 +13,10 @@ variance ``1 / fan_in``, ``fan_in`` = product of all but the output axis; a lead
 :class:`~nasjax.nn.supernet.EdgeStack` is a batch of kernels and not part of ``fan_in``), BatchNorm
 ``scale``/``var`` are ones, ``bias``/``mean`` zeros. A leaf of any other name falls back to the
 module's own ``init``, so a new op with another initialiser stays correct, just slower to compile.
+
+:func:`draw_variables` is the same rule inside a traced program (jittable, vmappable over keys), for
+programs that must initialise from a key they receive: one truncated-normal draw for all kernels
+instead of one random initialiser per parameter.
 """
 
 from __future__ import annotations
@@ -73,6 +77,32 @@ def init_variables(module, key: jax.Array, *args: Any, **kwargs: Any) -> dict:
     else:
       value = np.full(leaf.shape, 1.0 if kind == "ones" else 0.0)
     out.append(jnp.asarray(value, leaf.dtype))
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def draw_variables(module, key: jax.Array, *args: Any, **kwargs: Any) -> dict:
+  """``module.init(key, *args, **kwargs)``'s distributions drawn inside the program: jittable and vmappable.
+
+  The values differ from ``init``'s (one draw of all kernels, split in leaf order, not one per
+  parameter); the key decides them. A leaf without a rule falls back to the module's own ``init``.
+  """
+  abstract = jax.eval_shape(lambda k: module.init(k, *args, **kwargs), key)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+  rules = [_leaf_rule(path, leaf) for path, leaf in leaves]
+  if any(rule is None for rule in rules):
+    return module.init(key, *args, **kwargs)
+  param_key = key["params"] if isinstance(key, dict) else key
+  sizes = [math.prod(leaf.shape) for (_, leaf), (kind, _) in zip(leaves, rules) if kind == "normal"]
+  draw = jax.random.truncated_normal(param_key, -2.0, 2.0, (sum(sizes),), jnp.float32)
+  out, start = [], 0
+  for (_, leaf), (kind, std) in zip(leaves, rules):
+    if kind == "normal":
+      size = math.prod(leaf.shape)
+      value = (draw[start:start + size] * std).reshape(leaf.shape)
+      start += size
+    else:
+      value = jnp.full(leaf.shape, 1.0 if kind == "ones" else 0.0)
+    out.append(value.astype(leaf.dtype))
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
