@@ -23,7 +23,7 @@ def read(path):
     return json.load(f)
 
 
-@pytest.mark.usefixtures("fast_compiles_for_test")
+@pytest.mark.usefixtures("fastest_compiles_for_test")
 def test_search_demo_end_to_end(tmp_path, capsys):
   out = tmp_path / "search"
   # Small explicit sizes: the test does not depend on the demo's defaults (nor grow with them); one cell,
@@ -47,7 +47,7 @@ def test_search_demo_end_to_end(tmp_path, capsys):
 # 8x8 images (conftest.py: write_tiny_npz) and XLA's optimisation passes off: the commands' files and
 # agreement are under test, not accuracy or speed; on the embedded 28x28 set with the passes on this took
 # ~25 CPU s.
-@pytest.mark.usefixtures("fast_compiles_for_test")
+@pytest.mark.usefixtures("fastest_compiles_for_test")
 def test_train_eval_and_info(tmp_path, capsys, write_tiny_npz):
   out = tmp_path / "train"
   npz = write_tiny_npz(tmp_path / "tiny.npz", 128, 32)
@@ -101,12 +101,12 @@ def test_unknown_dataset_and_bad_npz(tmp_path, capsys):
 # The tiny 8x8 set and XLA's optimisation passes off (the same settings as test_crash_safety's retraining,
 # whose compiled programs a worker's compilation cache may then share): bitwise equality of a resumed run
 # does not depend on the data or on XLA's passes; on the embedded set with them on this took ~25 CPU s.
-@pytest.mark.usefixtures("fast_compiles_for_test")
+@pytest.mark.usefixtures("fastest_compiles_for_test")
 def test_resume_after_kill_is_exact(tmp_path, tiny_dataset):
   """Killed after the first epoch's checkpoint, a rerun ends bitwise where an uninterrupted run ends."""
   ds = tiny_dataset
   cfg = train.demo_config()
-  cfg.update(epochs=2, channels=4, layers=3, batch_size=16, eval_batch_size=16, drop_path=0.1, cutout=0)
+  cfg.update(epochs=2, channels=4, layers=1, batch_size=16, eval_batch_size=16, drop_path=0.1, cutout=0)
   genotype = get_genotype("DARTS_V2")
   identity = {"genotype": genotype.to_string(), "config": train.config_to_dict(cfg)}
   whole = train.train_genotype(genotype, ds, cfg, workdir=str(tmp_path / "whole"), show_progress=False,
@@ -144,7 +144,7 @@ def test_resume_after_kill_is_exact(tmp_path, tiny_dataset):
     train.train_genotype(genotype, ds, cfg, workdir=str(killed), show_progress=False, identity=identity)
 
 
-@pytest.mark.usefixtures("fast_compiles_for_test")
+@pytest.mark.usefixtures("fastest_compiles_for_test")
 def test_data_parallel_step_equals_single_device():
   if jax.device_count() < 4:
     pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4")
