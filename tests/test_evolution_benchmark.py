@@ -205,8 +205,8 @@ def _check_arm(name, arm, records, budget):
 
 
 # XLA compile time dominates these tiny runs (one compile per candidate); both arms compared within a
-# test compile the same way (conftest.py: fast_compiles_for_test).
-def test_smoke_low_and_morphism_spend_exactly_the_budget(tmp_path, capsys, fast_compiles_for_test):
+# test compile the same way (conftest.py: fastest_compiles_for_test).
+def test_smoke_low_and_morphism_spend_exactly_the_budget(tmp_path, capsys, fastest_compiles_for_test):
   data = tmp_path / "tiny.npz"
   _write_npz(data)
   out = tmp_path / "out"
@@ -233,7 +233,7 @@ def test_smoke_low_and_morphism_spend_exactly_the_budget(tmp_path, capsys, fast_
 
 
 @pytest.mark.slow
-def test_all_arms_resume_reuse_and_grow_the_budget(tmp_path, capsys, fast_compiles_for_test):
+def test_all_arms_resume_reuse_and_grow_the_budget(tmp_path, capsys, fastest_compiles_for_test):
   data = tmp_path / "tiny.npz"
   _write_npz(data)
   out = tmp_path / "out"
