@@ -18,7 +18,7 @@ from nasjax.spaces import darts_space
 from test_oneshot import TINY_SPACE, tiny_config
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 def test_op_costs_match_hand_counts():
