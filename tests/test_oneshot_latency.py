@@ -18,7 +18,7 @@ from nasjax.oneshot.search import Search
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py), which
 # slows the measured ops alike; the orderings below hold by a wide margin either way.
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 def test_table_orders_a_controlled_pair_and_reloads_its_measurements(tmp_path):
