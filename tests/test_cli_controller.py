@@ -14,7 +14,7 @@ from nasjax.estimators import registry
 from nasjax.spaces import get_space
 from nasjax.strategies.controller import nasrl_settings
 
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 def run(capsys, *args):
