@@ -19,7 +19,7 @@ from nasjax.nn.count import count_macs
 from nasjax.spaces import MacroSpace, NB201Space, nas_rl_space
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 SHAPE = (8, 8, 3)
 SPACE = MacroSpace(4, kernel_sizes=(1, 3), filters=(4, 8, 12), strides=(1, 2))
