@@ -23,7 +23,7 @@ POWERS = 5 ** np.arange(5, -1, -1)
 
 # XLA's optimisation passes take most of these tests' time and none of what they check depends on them
 # (both drivers run under the same setting); conftest's fixture restores them for other modules.
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 def make_table(seed: int = 0, failed=()) -> NB201Table:
