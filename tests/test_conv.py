@@ -10,7 +10,7 @@ from nasjax.nn import ops
 from nasjax.nn.conv import conv2d
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 # (input shape, kernel shape, stride, padding, dilation): strides, dilations, non-square kernels and
 # the asymmetric strides of NASNet's factorised convolutions.
