@@ -18,16 +18,9 @@ from nasjax.oneshot import METHODS, search_config
 from nasjax.oneshot.search import Search
 from nasjax.spaces.cells import CellSpace
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def fast_compiles():
-  # Whether a second call compiles again does not depend on XLA's optimisation passes, which take most
-  # of these tests' time; restored so other modules compile as usual.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+# Whether a second call compiles again does not depend on XLA's optimisation passes or on how its CPU
+# backend emits fused loops, which take most of these tests' time (conftest.py: fastest_compiles).
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
