@@ -17,7 +17,7 @@ from nasjax.estimators.objective_metrics import (corrupt, fgsm, forward_estimato
                                                  robustness_metric_names, robustness_metrics, with_metrics)
 from nasjax.objectives import make_objectives, metric_names
 
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 def test_latency_and_memory_order_a_controlled_pair_of_nb201_networks():
