@@ -31,7 +31,7 @@ from nasjax.data import (
 from nasjax.errors import NasjaxError
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 # --------------------------------------------------------------------------------------------------
