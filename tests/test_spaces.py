@@ -18,7 +18,7 @@ from nasjax.spaces import (GENOTYPES, SPACE_NAMES, CellSpace, EnasMacroSpace, Ge
                            NB201Space, get_genotype, get_space, lookup_genotype)
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 POP = 1000
 NUM_NEIGHBOR_ROWS = 4
