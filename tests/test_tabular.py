@@ -34,7 +34,7 @@ MEAN_OF = {"c10valid": "c10valid_valid_acc", "c100": "c100_valid_acc_mean", "in1
 
 
 # XLA's optimisation passes would dominate these tests' time; lookups do not depend on them.
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 def arch_of(index: int) -> np.ndarray:
