@@ -11,7 +11,7 @@ import pytest
 from nasjax import cli
 from nasjax.strategies import pareto
 
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 def run(capsys, *args):
