@@ -5,14 +5,14 @@ They run in a fresh Jupyter kernel (nbclient) with the working directory noteboo
 and find the shared data where the tests do (``--shared-data``, ``$NASJAX_SHARED_DATA``, ``../shared/data``).
 A notebook that needs the NAS-Bench-201 table is skipped when the table is absent.
 
-Each small mode costs 20 to 110 CPU seconds, almost all of it XLA compilation. All seven in the default
-run took the README's test command from ~11.5 to 18 minutes on a 2-core machine, past its 12-minute
-limit, so the three cheapest (quickstart, nb201_search, multi_objective: ~105 CPU seconds together) run
-by default and the other four in the slow run (a notebook's entry in NOTEBOOKS moves it). They spread over
-the xdist workers (no group), except quickstart and darts, which run one after the other on one worker:
-they search with the same settings, and the kernels share the session-temporary compilation cache of
-conftest.py, so the second compiles nothing for that search. The cache starts empty every session, as CI does; a cache
-folder the user set is not passed on (a reader's kernel would not have one).
+All seven run in the default test run. Each small mode costs about 20 to 90 CPU seconds, almost all of
+it XLA compilation, so the kernels compile with XLA's older CPU loop emitters (:func:`cpu_emitter_flags`)
+and the small modes keep their programs few and small. A notebook's entry in NOTEBOOKS can move it to the
+slow run. They spread over the xdist workers (no group) and start first (conftest's LONG_TESTS), except
+quickstart and darts, which run one after the other on one worker: they search with the same settings, and
+the kernels share the session-temporary compilation cache of conftest.py, so the second compiles nothing
+for that search. The cache starts empty every session, as CI does; a cache folder the user set is not
+passed on (a reader's kernel would not have one).
 """
 
 from __future__ import annotations
@@ -32,19 +32,19 @@ import conftest  # noqa: E402
 NOTEBOOKS_DIR = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 
 # name: (needs the NB201 table, time limit per cell in seconds, wall budget of the whole notebook in seconds,
-# default run or slow). The budgets are real limits but loose: about 6x the small mode's CPU seconds
-# (measured 2026-12-05 on this 2-core machine at load ~20, kernel start included: quickstart 39,
-# nb201_search 22, zero_cost_proxies 53, darts 97 cold / 82 after quickstart with the shared cache,
-# performance_estimation 109, enas_nasrl 93, multi_objective 44; wall 1.5 to 4x that at that load),
-# since the other xdist worker, the kernel's own threads and whatever else runs share the cores.
-NOTEBOOKS = {
+# default run or slow). The budgets are real limits but loose, several times the small mode's kernel CPU
+# seconds (measured on this 2-core machine at load 5-10 with three other jobs running, kernel start
+# included, before the emitter flag: quickstart 39, nb201_search 22, zero_cost_proxies 29, darts 52,
+# performance_estimation 89, enas_nasrl 44, multi_objective 44), since the other xdist worker, the
+# kernel's own threads and whatever else runs share the cores.
+NOTEBOOKS = {  # longest first, as the run starts them (balances the workers); quickstart before darts, which reuses its programs
+    "performance_estimation": (False, 300, 420, "default"),
     "quickstart": (False, 300, 240, "default"),
-    "nb201_search": (True, 300, 180, "default"),
-    "zero_cost_proxies": (True, 300, 320, "slow"),
-    "darts": (False, 300, 560, "slow"),
-    "performance_estimation": (False, 300, 650, "slow"),
-    "enas_nasrl": (True, 300, 560, "slow"),
+    "darts": (False, 300, 360, "default"),
+    "enas_nasrl": (True, 300, 300, "default"),
     "multi_objective": (True, 300, 300, "default"),
+    "zero_cost_proxies": (True, 300, 240, "default"),
+    "nb201_search": (True, 300, 180, "default"),
 }
 # Searched with the same settings: one worker, so the second finds the first's programs in the cache.
 SHARED_SEARCH = ("quickstart", "darts")
