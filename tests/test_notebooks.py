@@ -37,7 +37,8 @@ NOTEBOOKS_DIR = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 # included, before the emitter flag: quickstart 39, nb201_search 22, zero_cost_proxies 29, darts 52,
 # performance_estimation 89, enas_nasrl 44, multi_objective 44), since the other xdist worker, the
 # kernel's own threads and whatever else runs share the cores.
-NOTEBOOKS = {  # longest first, as the run starts them (balances the workers); quickstart before darts, which reuses its programs
+# Longest first, as the run starts them (balances the workers); quickstart before darts, which reuses its programs.
+NOTEBOOKS = {
     "performance_estimation": (False, 300, 420, "default"),
     "quickstart": (False, 300, 240, "default"),
     "darts": (False, 300, 360, "default"),
