@@ -14,7 +14,7 @@ from nasjax.oneshot.enas import EnasSearch, demo_enas_config
 from nasjax.spaces import get_space
 
 # Values and compile counts are under test, not speed (conftest.py: XLA's optimisation passes off).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 
 @pytest.fixture(scope="module")

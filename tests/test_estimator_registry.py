@@ -18,7 +18,7 @@ from nasjax.spaces import MacroSpace, NB201Space
 from nasjax.spaces.cells import CellSpace
 
 # Values are under test, not speed: XLA's optimisation passes are off in this module (conftest.py).
-pytestmark = pytest.mark.usefixtures("fast_compiles")
+pytestmark = pytest.mark.usefixtures("fastest_compiles")
 
 # Cheap ops keep the compiles of tiny networks and supernets short (as in test_oneshot).
 TINY_CELLS = CellSpace("tiny", ("skip_connect", "conv_1x1"), 2, True)
