@@ -210,7 +210,7 @@ def write_tiny_npz():
 # out in collection order and one collected last would run alone at the end while the other worker idles.
 # Names no longer found are ignored; add a test here when it takes > ~10 s.
 LONG_TESTS = (
-    "test_notebooks.py::test_notebook_runs_in_small_mode",  # ~45-120 each (quickstart, nb201_search, proxies)
+    "test_notebooks.py::test_notebook_runs_in_small_mode",  # ~15-75 CPU s each, all seven
     "test_distributed.py::test_two_process_job_survives_a_first_collective_skew_over_30_s",  # 40 s asleep
     "test_nn.py::test_scanned_edges_equal_unrolled_edges_with_their_gradients",  # ~37
     "test_nn.py::test_scanned_cell_pairs_equal_separate_cells_with_their_gradients",  # ~26
