@@ -67,3 +67,12 @@ def test_depthwise_setting_reaches_the_shared_network_and_a_bad_one_is_refused()
   cfg.update(dw_impl="winograd")
   with pytest.raises(NasjaxError, match="dw_impl must be one of"):
     check_config(cfg)
+
+
+def test_runs_from_before_dw_impl_keep_their_identity():
+  from nasjax.oneshot.enas import identity_config
+  cfg = demo_enas_config("enas_micro")
+  before = {k: v for k, v in cfg.to_dict().items() if k != "dw_impl"}  # a run recorded before the key
+  assert identity_config(cfg) == before
+  cfg.dw_impl = "dense"
+  assert identity_config(cfg) == dict(before, dw_impl="dense")

@@ -262,6 +262,16 @@ def _phase_batches(train: nasdata.Batcher, valid: nasdata.Batcher, shared_steps:
   return batches
 
 
+def identity_config(cfg) -> dict:
+  """The settings a run's checkpoints record as its identity: ``cfg`` without ``dw_impl`` when it is
+  ``"auto"``, what every run did before the key existed, so those runs still resume; another value (a
+  different program) is part of the identity."""
+  config = cfg.to_dict()
+  if config.get("dw_impl", "auto") == "auto":
+    config.pop("dw_impl", None)
+  return config
+
+
 def run_enas(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = None, identity: dict | None = None,
              show_progress: bool = True, stop_after_steps: int | None = None, mesh=None) -> dict:
   """Runs an ENAS search (see the module docstring); returns the derived architecture and the history.
@@ -285,7 +295,7 @@ def run_enas(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = None
   mesh = search.mesh
   check_batch_size(cfg.batch_size, mesh)
   state = search.init_state(cfg.seed)
-  identity = dict(identity or {}, config=cfg.to_dict(), space=space.name, dataset=dataset.fingerprint)
+  identity = dict(identity or {}, config=identity_config(cfg), space=space.name, dataset=dataset.fingerprint)
   history: list[dict] = []
   start, run = Position(), None
   if workdir is not None:
