@@ -55,7 +55,7 @@ from nasjax import spaces, train
 from nasjax.errors import NasjaxError
 from nasjax.estimators.train import ShortTrainingEstimator, short_training_config
 from nasjax.oneshot import enas
-from nasjax.utils.stages import load_finished, report_main, write_json_atomic
+from nasjax.utils.stages import check_counts, load_finished, report_main, write_json_atomic
 
 # The README's Fashion-MNIST table (16 channels, 5 cells, 7 epochs, all 60,000 images): test accuracy after
 # each epoch of the first-order DARTS cell, and the final accuracies of the three size-matched random cells.
@@ -81,12 +81,8 @@ def add_retraining_options(p: argparse.ArgumentParser) -> None:
 
 def check_retraining_options(args: argparse.Namespace) -> None:
   """One clear error for a retraining option of :func:`add_retraining_options` out of its range."""
-  for name in ("train_epochs", "train_channels", "train_layers"):
-    if getattr(args, name) < 1:
-      raise NasjaxError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
-  for name in ("train_subset", "cutout"):
-    if getattr(args, name) < 0:
-      raise NasjaxError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
+  check_counts(args, positive=("train_epochs", "train_channels", "train_layers"),
+               non_negative=("train_subset", "cutout"))
   if args.retrain_epochs_now is not None and not 1 <= args.retrain_epochs_now <= args.train_epochs:
     raise NasjaxError(f"--retrain-epochs-now must be in [1, --train-epochs={args.train_epochs}]; "
                       f"got {args.retrain_epochs_now}")

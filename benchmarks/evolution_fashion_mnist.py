@@ -58,7 +58,7 @@ import numpy as np
 from nasjax import data as nasdata
 from nasjax import search
 from nasjax.errors import NasjaxError
-from nasjax.utils.stages import environment, load_finished, report_main, write_json_atomic
+from nasjax.utils.stages import check_counts, environment, load_finished, report_main, write_json_atomic
 from nasjax.estimators.curves import EarlyStoppingEstimator, default_min_epochs, make_epoch_fn
 from nasjax.estimators.morphism import (KINDS, MorphismEstimator, applicable_morphs, morphism_mutation,
                                         morphism_training_config)
@@ -138,13 +138,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   args.kernels = _int_list(args.kernels, "--kernels")
   if args.valid is None:
     args.valid = max(1, args.subset // 4)
-  for name in ("subset", "valid", "budget_epochs", "low_epochs", "max_epochs", "finetune_epochs",
-               "retrain_epochs", "population", "tournament", "layers", "batch_size"):
-    if getattr(args, name) < 1:
-      raise NasjaxError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
-  for name in ("retrain_subset", "seed"):
-    if getattr(args, name) < 0:
-      raise NasjaxError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
+  check_counts(args, positive=("subset", "valid", "budget_epochs", "low_epochs", "max_epochs", "finetune_epochs",
+                               "retrain_epochs", "population", "tournament", "layers", "batch_size"),
+               non_negative=("retrain_subset", "seed"))
   if args.min_epochs is not None and not 1 <= args.min_epochs <= args.max_epochs:
     raise NasjaxError(f"--min-epochs must lie in 1..--max-epochs ({args.max_epochs}); got {args.min_epochs}")
   if not 0.0 < args.threshold < 1.0:

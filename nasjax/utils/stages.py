@@ -67,3 +67,12 @@ def report_main(parse_args: Callable[[Any], Any], run: Callable[[Any], dict], ar
     with open(args.json, "w") as f:
       f.write(text + "\n")
   return 0
+
+
+def check_counts(args: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+  """One clear error for the first integer option of ``args`` out of its range: those in ``positive``
+  must be >= 1, those in ``non_negative`` >= 0 (named by attribute; the message names the flag)."""
+  for names, low, rule in ((positive, 1, "must be a positive integer"), (non_negative, 0, "must be >= 0")):
+    for name in names:
+      if getattr(args, name) < low:
+        raise NasjaxError(f"--{name.replace('_', '-')} {rule}; got {getattr(args, name)}")
