@@ -473,18 +473,15 @@ def _early_stopping(space, dataset, cfg, mesh, workdir, num_candidates=None):
   trainer = (_short_training(space, dataset, cfg, mesh, False, num_candidates, None) if space_family(space) == CELL
              else TrainingEstimator(_network_builder(space, dataset, cfg, shared=False), dataset, cfg, mesh=mesh))
   x_tr, y_tr, x_va, y_va = trainer.data
-  shared_init = {}
 
   def make_run(arch, key):
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     model = trainer.builder(np.asarray(arch))
-    if model.shared:
-      init = shared_init.setdefault("init", jit_with_options(model.init))
-    else:
-      init = jit_with_options(model.init)
+    # A shared model's init is one function for every candidate: JAX traces and compiles it once.
+    variables = jit_with_options(model.init)(init_key(seed))
     run_cfg = cfg.copy_and_resolve_references()
     run_cfg.seed = seed
-    return make_epoch_fn(model.model_fn, init(init_key(seed)), run_cfg, x_tr, y_tr, x_va, y_va,
+    return make_epoch_fn(model.model_fn, variables, run_cfg, x_tr, y_tr, x_va, y_va,
                          mean=dataset.mean, std=dataset.std, seed=seed, mesh=mesh, extra=model.extra,
                          programs=trainer.programs(model, run_cfg))
 
