@@ -68,15 +68,9 @@ def architecture_gradient(train_loss: Callable, valid_loss: Callable, params, ar
     def unrolled(a):
       return valid_loss(step(params, jax.grad(train_loss)(params, a)), a)
     return jax.value_and_grad(unrolled)(arch)
-
-  linear = None
-  if hessian == "jvp":
-    (grad_w, _), linear = jax.linearize(lambda w: jax.grad(train_loss, argnums=(0, 1))(w, arch), params)
-  else:
-    grad_w = jax.grad(train_loss)(params, arch)
-  value, (v, direct) = jax.value_and_grad(valid_loss, argnums=(0, 1))(step(params, grad_w), arch)
-  mixed = _mixed_product(hessian, train_loss, params, arch, v, linear, fd_scale)
-  return value, jax.tree.map(lambda d, m: d - xi * m, direct, mixed)
+  return architecture_gradients(train_loss, valid_loss, params, arch, hessians=(hessian,), first_order=False,
+                                xi=xi, momentum_buffer=momentum_buffer, momentum=momentum,
+                                weight_decay=weight_decay, fd_scale=fd_scale)[hessian]
 
 
 def _mixed_product(hessian: str, train_loss: Callable, params, arch, v, linear, fd_scale: float):
