@@ -84,7 +84,8 @@ def draw_variables(module, key: jax.Array, *args: Any, **kwargs: Any) -> dict:
   """``module.init(key, *args, **kwargs)``'s distributions drawn inside the program: jittable and vmappable.
 
   The values differ from ``init``'s (one draw of all kernels, split in leaf order, not one per
-  parameter); the key decides them. A leaf without a rule falls back to the module's own ``init``.
+  parameter); the key decides them. If any leaf has no rule, the whole tree comes from the module's own
+  ``init`` (inside a program there is no per-leaf fallback without tracing ``init`` anyway).
   """
   abstract = jax.eval_shape(lambda k: module.init(k, *args, **kwargs), key)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
