@@ -378,8 +378,8 @@ def proxy_estimator(space, name: str | Sequence[str], batch, *, channels: int = 
   ``batch = (x, y)``.
 
   The network's variables are drawn from ``key`` with the distributions of its initialisers
-  (:func:`nasjax.nn.init.draw_variables`). The returned function is jitted; ``jax.vmap`` over ``(archs[P, 6], keys[P])`` scores a population in
-  one compiled program. BN runs in training mode (batch statistics), except for ``synflow``, which runs
+  (:func:`nasjax.nn.init.draw_variables`). The returned function is jitted; ``jax.vmap`` over
+  ``(archs[P, 6], keys[P])`` scores a population in one compiled program. BN runs in training mode (batch statistics), except for ``synflow``, which runs
   it in evaluation mode and reports the natural log of the score (same ranking, no overflow). With
   several names, ``"score"`` is the first and every proxy is reported under its own name too;
   ``grad_norm``, ``snip`` and ``jacob_cov`` then share one forward pass. ``vmap`` equals a loop for the

@@ -310,7 +310,8 @@ def run_enas(cfg, space, dataset: nasdata.Dataset, *, workdir: str | None = None
     record: dict[str, Any] = {
         "epoch": info.epoch + 1, "seconds": info.seconds,
         "learning_rate": float(search.schedule(info.epoch * shared_steps)),
-        "train_loss": info.sums.get("loss", 0.0) / shared_n, "train_accuracy": info.sums.get("accuracy", 0.0) / shared_n,
+        "train_loss": info.sums.get("loss", 0.0) / shared_n,
+        "train_accuracy": info.sums.get("accuracy", 0.0) / shared_n,
         "reward": info.sums.get("reward", 0.0) / control_n, "entropy": info.sums.get("entropy", 0.0) / control_n,
         "baseline": info.sums.get("baseline", 0.0) / control_n,
         "most_likely": [int(v) for v in most_likely], "most_likely_genotype": space.to_string(most_likely)}
